@@ -1,0 +1,1 @@
+"""Market data: sources, validation, bars, features, splits and the forecasting DataModule."""

@@ -1,0 +1,1 @@
+"""The market simulator: frictions, the one accounting engine, metrics, backtests."""

@@ -1,0 +1,107 @@
+"""The one accounting engine: target weights -> fills at the next open -> marked at its close.
+
+Every PnL in the project comes from :func:`fill_and_mark`: the vectorised backtest of a
+forecaster's signal loops it over time, the RL envs call it once per step. Timing: a target
+decided at the close of bar t is filled at the open of bar t+1 and marked at the close of
+bar t+1. Shares are sized from the equity at that open, so no price after the decision is
+used to choose the order, and the bar's own close is only used to mark it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from envs.frictions import Frictions
+
+COST_COMPONENTS = ("commission", "spread", "slippage", "impact")
+
+
+@dataclass
+class Account:
+    """State of a batch of accounts, all tensors, batch shape ``B`` and ``A`` assets.
+
+    ``cash`` and ``equity`` are in currency (equity = cash + shares x last close);
+    ``shares`` signed share counts; ``target`` the last target weights (fraction of equity,
+    signed) that were traded to. A new target equal to the last one is not traded again, so
+    positions drift with prices, as a held position does.
+    """
+
+    cash: torch.Tensor  # (*B,)
+    shares: torch.Tensor  # (*B, A)
+    target: torch.Tensor  # (*B, A)
+    equity: torch.Tensor  # (*B,)
+
+
+@dataclass
+class BarOutcome:
+    """What one bar did to a batch of accounts; currency unless said otherwise."""
+
+    pnl: torch.Tensor  # (*B,) equity change over the bar, after costs
+    bar_return: torch.Tensor  # (*B,) pnl / equity at the previous close (fraction)
+    costs: dict[str, torch.Tensor]  # component -> (*B,) currency paid at the fill
+    total_cost: torch.Tensor  # (*B,)
+    traded_notional: torch.Tensor  # (*B,) sum over assets of |shares traded| x open
+    turnover: torch.Tensor  # (*B,) traded notional / equity at the open (fraction)
+    fills: torch.Tensor  # (*B,) number of assets whose position changed
+    weights: torch.Tensor  # (*B, A) position value / equity at the close (signed fraction)
+
+
+def open_account(
+    capital: float,
+    batch_shape: tuple[int, ...],
+    num_assets: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Account:
+    """Flat accounts holding ``capital`` in cash."""
+    return Account(
+        cash=torch.full(batch_shape, float(capital), device=device, dtype=dtype),
+        shares=torch.zeros((*batch_shape, num_assets), device=device, dtype=dtype),
+        target=torch.zeros((*batch_shape, num_assets), device=device, dtype=dtype),
+        equity=torch.full(batch_shape, float(capital), device=device, dtype=dtype),
+    )
+
+
+def fill_and_mark(
+    account: Account,
+    target: torch.Tensor,
+    open_next: torch.Tensor,
+    close_next: torch.Tensor,
+    sigma: torch.Tensor,
+    adv: torch.Tensor,
+    frictions: Frictions,
+) -> tuple[Account, BarOutcome]:
+    """Trade ``account`` to ``target`` weights at ``open_next`` and mark it at ``close_next``.
+
+    ``target`` (*B, A): weights decided at the close of bar t (fraction of equity, signed).
+    ``open_next``/``close_next`` (*B, A) or broadcastable: prices of bar t+1.
+    ``sigma``/``adv`` (*B, A): trailing volatility and volume known at bar t (for impact).
+    Pure tensor code: no host syncs, no Python branches on data.
+    """
+    equity_open = account.cash + (account.shares * open_next).sum(-1)
+    changed = target != account.target
+    wanted = target * equity_open.unsqueeze(-1) / open_next
+    new_shares = torch.where(changed, wanted, account.shares)
+    traded = new_shares - account.shares
+    per_asset = frictions.costs(traded, open_next, sigma, adv)
+    costs = {name: per_asset[name].sum(-1) for name in COST_COMPONENTS}
+    total_cost = costs["commission"] + costs["spread"] + costs["slippage"] + costs["impact"]
+    cash = account.cash - (traded * open_next).sum(-1) - total_cost
+    position_value = new_shares * close_next
+    equity = cash + position_value.sum(-1)
+    pnl = equity - account.equity
+    traded_notional = (traded.abs() * open_next).sum(-1)
+    outcome = BarOutcome(
+        pnl=pnl,
+        bar_return=pnl / account.equity,
+        costs=costs,
+        total_cost=total_cost,
+        traded_notional=traded_notional,
+        turnover=traded_notional / equity_open,
+        fills=(traded != 0).sum(-1),
+        weights=position_value / equity.unsqueeze(-1),
+    )
+    new_target = torch.where(changed, target, account.target)
+    return Account(cash=cash, shares=new_shares, target=new_target, equity=equity), outcome

@@ -1,0 +1,1 @@
+"""The Hydra app: compose a run from config groups, train, evaluate, log, compare."""

@@ -1,0 +1,67 @@
+"""What the Hydra entry point does around :func:`experiments.train.train`.
+
+Checks that a model was chosen, prints the resolved config, turns user-input errors into
+one paragraph without a traceback, and returns the configured objective.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from datamodules.errors import UserInputError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+log = logging.getLogger(__name__)
+
+
+def model_choices() -> list[str]:
+    """Names accepted by ``+model=NAME`` (the files in conf/model/)."""
+    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def unique_dir(path: str) -> str:
+    """``path``, or ``path-1``, ``path-2``... if it exists, so no run folder is ever reused."""
+    candidate, n = Path(path), 1
+    while candidate.exists():
+        candidate = Path(f"{path}-{n}")
+        n += 1
+    return str(candidate)
+
+
+def register_resolvers() -> None:
+    """Resolvers used by conf/ (``unique_dir``)."""
+    if not OmegaConf.has_resolver("unique_dir"):
+        OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Run one job; exit with status 2 and a one-paragraph message on bad input."""
+    if cfg.get("model") is None:
+        print(
+            f"No model chosen: add +model=NAME, one of {', '.join(model_choices())} "
+            "(e.g. python -m experiments +model=lstm).",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    from experiments.train import train
+
+    try:
+        metrics = train(cfg)
+    except UserInputError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        log.warning(
+            "optimized_metric %s was not logged; known: %s", name, ", ".join(sorted(metrics))
+        )
+        return None
+    value = float(metrics[name])
+    return value if math.isfinite(value) else None

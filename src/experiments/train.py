@@ -1,0 +1,228 @@
+"""`train(cfg)`: build the market, train the configured model, evaluate it on the test split
+beside buy-and-hold with the shared simulator, and log everything."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from datamodules.errors import ConfigError
+from datamodules.pipeline import MarketData
+from datamodules.windows import WindowDataModule
+from envs.frictions import Frictions
+from envs.metrics import metrics_to_floats
+from experiments.console import config_tree, metrics_table
+from experiments.plots import equity_plot
+from experiments.wandb_run import finish, make_wandb_logger
+from modules.forecast import REPORTED, ForecastModule
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """This job's output folder (Hydra's), or ``outputs/adhoc`` outside Hydra."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_root) / "adhoc"
+
+
+def quiet_logs(cfg: DictConfig) -> None:
+    """With ``quiet=true``: warnings only, from us and from the libraries."""
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    if not cfg.get("quiet"):
+        return
+    for name in (
+        "",
+        "pytorch_lightning",
+        "lightning",
+        "lightning.pytorch",
+        "datamodules",
+        "experiments",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train and evaluate the run described by ``cfg``; return its final metrics."""
+    out = run_dir(cfg)
+    quiet_logs(cfg)
+    rank_zero = int(__import__("os").environ.get("LOCAL_RANK", "0")) == 0
+    if rank_zero:
+        config_tree(
+            cfg,
+            save_to=out / "config_tree.txt",
+            show=bool(cfg.get("print_config", True)) and not cfg.get("quiet"),
+        )
+        OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.hardware.get("num_threads"):
+        torch.set_num_threads(int(cfg.hardware.num_threads))
+
+    kind = cfg.model.get("kind")
+    if kind != "forecaster":
+        raise ConfigError(
+            f"model.kind is '{kind}'; this build trains forecasters (kind: forecaster)."
+        )
+    data: MarketData = instantiate(cfg.data)
+    return train_forecaster(cfg, data, out, rank_zero)
+
+
+def _tags(cfg: DictConfig, data: MarketData) -> list[str]:
+    tags = [str(cfg.model.name), f"data:{cfg.data.source}", f"bar:{cfg.data.bar_size}"]
+    if data.market.synthetic:
+        tags.append("synthetic")
+    return tags + [str(t) for t in cfg.get("tags") or []]
+
+
+def _trainer(cfg: DictConfig, out: Path, logger, monitor: str) -> pl.Trainer:
+    hw = cfg.hardware
+    strategy = instantiate(hw.strategy) if isinstance(hw.strategy, DictConfig) else hw.strategy
+    callbacks: list[pl.Callback] = [
+        pl.callbacks.ModelCheckpoint(
+            dirpath=out / "checkpoints",
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            monitor=monitor,
+            mode="min",
+            save_last=True,
+            save_top_k=1,
+        )
+    ]
+    patience = cfg.model.trainer.get("early_stopping_patience")
+    if patience:
+        callbacks.append(
+            pl.callbacks.EarlyStopping(monitor=monitor, patience=int(patience), mode="min")
+        )
+    if logger is not None:
+        callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="step"))
+    show_bars = not cfg.get("quiet")
+    if show_bars:
+        callbacks.append(pl.callbacks.RichProgressBar(leave=True))
+    limit = cfg.model.trainer.get("limit_train_batches")
+    return pl.Trainer(
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        num_nodes=hw.get("num_nodes", 1),
+        strategy=strategy,
+        precision=hw.precision,
+        deterministic=bool(hw.get("deterministic", False)),
+        max_epochs=int(cfg.model.trainer.max_epochs),
+        gradient_clip_val=cfg.model.trainer.get("gradient_clip_val"),
+        log_every_n_steps=int(cfg.model.trainer.get("log_every_n_steps", 10)),
+        limit_train_batches=limit if limit is not None else 1.0,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        enable_progress_bar=show_bars,
+        enable_model_summary=show_bars,
+        default_root_dir=str(out),
+    )
+
+
+def train_forecaster(
+    cfg: DictConfig, data: MarketData, out: Path, rank_zero: bool
+) -> dict[str, float]:
+    """Fit a ForecastModule on windows, then backtest its test-split signal."""
+    task = cfg.model.task
+    dm = WindowDataModule(data, int(task.num_classes), float(task.get("flat_threshold_bps", 0.0)))
+    net = instantiate(
+        cfg.model.network,
+        input_size=dm.input_size,
+        num_assets=dm.num_assets,
+        num_classes=int(task.num_classes),
+    )
+    module = ForecastModule(
+        net=net,
+        optimizer=instantiate(cfg.model.optimizer),
+        scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
+        num_classes=int(task.num_classes),
+        signal=str(cfg.model.signal.mode),
+        long_only=bool(cfg.model.signal.long_only),
+        frictions=Frictions(**cfg.env.costs),
+        capital=float(cfg.env.capital),
+        attention_every_n_epochs=int(cfg.model.get("attention_every_n_epochs", 0)),
+        plot_dir=str(out / "plots"),
+    )
+    logger = make_wandb_logger(cfg, out, _tags(cfg, data)) if rank_zero else None
+    try:
+        trainer = _trainer(cfg, out, logger, monitor="val/loss")
+        trainer.fit(module, datamodule=dm)
+        # Validation and test metrics of the best checkpoint (by val/loss), not the last epoch.
+        best = "best" if trainer.checkpoint_callback.best_model_path else None
+        trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
+        results = _scalars(trainer.callback_metrics)
+        trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+        results.update(_scalars(trainer.callback_metrics))
+        if trainer.global_rank != 0:
+            return results
+        return report(cfg, module, data, out, logger, results)
+    finally:
+        finish(logger)
+
+
+def report(
+    cfg: DictConfig,
+    module: ForecastModule,
+    data: MarketData,
+    out: Path,
+    logger,
+    results: dict[str, float],
+) -> dict[str, float]:
+    """Print test metrics beside buy-and-hold; write metrics.json and the equity plot."""
+    test = module.reports["test"]
+    ours = metrics_to_floats({k: v[0] for k, v in test["strategy"].metrics.items()})
+    hold = metrics_to_floats({k: v[0] for k, v in test["buy_and_hold"].metrics.items()})
+    market = data.market
+    title = f"{cfg.model.name} on {', '.join(market.tickers)} ({cfg.data.source}, {cfg.data.bar_size}) - test split"
+    if not cfg.get("quiet"):
+        metrics_table(
+            title,
+            {cfg.model.name: ours, "buy_and_hold": hold},
+            [k for k in (*REPORTED, "periods_per_year") if k in ours],
+        )
+    plot = equity_plot(
+        out / "plots" / "equity_test.png",
+        test["strategy"].timestamps,
+        {
+            str(cfg.model.name): test["strategy"].equity[0].numpy(),
+            "buy and hold": test["buy_and_hold"].equity[0].numpy(),
+        },
+        title + (" [synthetic data]" if market.synthetic else ""),
+    )
+    summary = {
+        "model": str(cfg.model.name),
+        "tickers": list(market.tickers),
+        "synthetic": market.synthetic,
+        "test": {"strategy": _finite(ours), "buy_and_hold": _finite(hold)},
+        "logged": _finite(results),
+        "periods_per_year": market.periods_per_year,
+        "split": {"train": data.split.train, "val": data.split.val, "test": data.split.test},
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if logger is not None:
+        from PIL import Image
+
+        logger.log_image(key="test/equity_curve", images=[Image.open(plot)])
+        logger.experiment.summary.update({f"test/{k}": v for k, v in _finite(ours).items()})
+        logger.experiment.summary.update(
+            {f"test/buy_and_hold_{k}": v for k, v in _finite(hold).items()}
+        )
+    log.info("run folder: %s", out)
+    return results
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def _finite(values: dict[str, float]) -> dict[str, float | None]:
+    return {k: (v if math.isfinite(v) else None) for k, v in values.items()}

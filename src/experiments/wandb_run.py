@@ -1,0 +1,79 @@
+"""One W&B run per job: its name, group, tags and config come from the Hydra job.
+
+Offline by default, written inside the run's folder; ``wandb sync`` uploads it later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def job_overrides() -> list[str]:
+    """The task overrides of this job (``+model=lstm``, ``seed=1``...)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``lstm`` for a plain run; the overrides (without the model's ``+``) otherwise."""
+    parts = [o.lstrip("+~") for o in job_overrides() if not o.lstrip("+").startswith("model=")]
+    base = str(cfg.model.get("name", "run"))
+    return ",".join([base, *parts]) if parts else base
+
+
+def run_group(cfg: DictConfig) -> str | None:
+    """The configured group, else the sweep folder for multirun jobs (shared by its jobs)."""
+    if cfg.logger.get("group"):
+        return str(cfg.logger.group)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        sweep = Path(HydraConfig.get().sweep.dir)
+        return f"sweep-{sweep.parent.name}-{sweep.name}"
+    return None
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The resolved config as plain containers, plus the override list."""
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    plain["overrides"] = job_overrides()
+    return plain
+
+
+def make_wandb_logger(cfg: DictConfig, run_dir: Path, tags: list[str]):
+    """A WandbLogger for this job, or None when ``logger.enabled`` is false."""
+    if not cfg.logger.get("enabled", False):
+        return None
+    from pytorch_lightning.loggers import WandbLogger
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    mode = str(cfg.logger.get("mode", "offline"))
+    return WandbLogger(
+        name=run_name(cfg),
+        save_dir=str(run_dir),
+        project=str(cfg.logger.project),
+        entity=cfg.logger.get("entity"),
+        group=run_group(cfg),
+        job_type=str(cfg.logger.get("job_type", "train")),
+        tags=tags,
+        mode=mode,
+        config=run_config(cfg),
+        log_model=False,
+    )
+
+
+def finish(logger) -> None:
+    """Close this job's W&B run so the next multirun job starts a fresh one."""
+    if logger is None:
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()

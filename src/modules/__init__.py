@@ -1,0 +1,1 @@
+"""LightningModules (forecasters, agents) and their networks."""

@@ -125,7 +125,7 @@ def _read_one(
     selected = {}
     by_lower = {c.lower(): c for c in raw.columns}
     for ours in BAR_COLUMNS:
-        theirs = wanted.get(ours, ours)
+        theirs = wanted.get(ours) or ours
         found = theirs if theirs in raw.columns else by_lower.get(str(theirs).lower())
         if found is None:
             raise DataError(

@@ -56,6 +56,8 @@ def backtest(
             f"backtest got targets for {assets} assets but the market has "
             f"{market.num_assets} ({', '.join(market.tickers)})."
         )
+    if steps < 1:
+        raise ConfigError("backtest needs at least one decision (targets with T >= 1 rows).")
     if start < 0 or start + steps >= market.num_bars:
         raise ConfigError(
             f"backtest needs bars {start}..{start + steps} but the market has "

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from datamodules.errors import ConfigError
+from datamodules.errors import ConfigError, UserInputError
 from datamodules.pipeline import MarketData
 from datamodules.windows import WindowDataModule
 from envs.frictions import Frictions
@@ -26,6 +27,19 @@ from experiments.wandb_run import finish, make_wandb_logger
 from modules.forecast import REPORTED, ForecastModule
 
 log = logging.getLogger(__name__)
+
+
+def instantiate(config, **kwargs):
+    """``hydra.utils.instantiate`` that lets our user-input errors through unwrapped."""
+    try:
+        return hydra_instantiate(config, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, UserInputError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -134,11 +148,15 @@ def train_forecaster(
     """Fit a ForecastModule on windows, then backtest its test-split signal."""
     task = cfg.model.task
     dm = WindowDataModule(data, int(task.num_classes), float(task.get("flat_threshold_bps", 0.0)))
+    extra = {}
+    if "min_period_minutes" in cfg.model.network and cfg.model.network.min_period_minutes is None:
+        extra["min_period_minutes"] = data.market.bar_minutes  # one bar
     net = instantiate(
         cfg.model.network,
         input_size=dm.input_size,
         num_assets=dm.num_assets,
         num_classes=int(task.num_classes),
+        **extra,
     )
     module = ForecastModule(
         net=net,

@@ -55,7 +55,7 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, tags: list[str]):
 
     os.environ.setdefault("WANDB_SILENT", "true")
     mode = str(cfg.logger.get("mode", "offline"))
-    return WandbLogger(
+    logger = WandbLogger(
         name=run_name(cfg),
         save_dir=str(run_dir),
         project=str(cfg.logger.project),
@@ -67,6 +67,10 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, tags: list[str]):
         config=run_config(cfg),
         log_model=False,
     )
+    # WandbLogger always passes anonymous=None, which wandb 0.31 warns about on every run.
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def finish(logger) -> None:

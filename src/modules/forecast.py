@@ -86,7 +86,9 @@ class ForecastModule(pl.LightningModule):
         plot_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "frictions"])
+        self.save_hyperparameters(
+            ignore=["net", "optimizer", "scheduler", "frictions"], logger=False
+        )
         if signal not in SIGNALS:
             raise ConfigError(
                 f"model.signal.mode is '{signal}'; choose one of {', '.join(SIGNALS)}."

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from datamodules.errors import ConfigError
+
 __all__ = ["LSTMForecaster", "TimeEncoding", "TransformerForecaster"]
 
 
@@ -98,7 +100,7 @@ class TimeEncoding(nn.Module):
     def __init__(self, d_model: int, min_period_minutes: float, max_period_minutes: float) -> None:
         super().__init__()
         if not 0.0 < min_period_minutes < max_period_minutes:
-            raise ValueError(
+            raise ConfigError(
                 "time encoding needs 0 < min_period_minutes < max_period_minutes, got "
                 f"{min_period_minutes} and {max_period_minutes}"
             )
@@ -183,7 +185,7 @@ class TransformerForecaster(nn.Module):
     ) -> None:
         super().__init__()
         if d_model % num_heads != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"model.network.d_model ({d_model}) must be divisible by "
                 f"model.network.num_heads ({num_heads})"
             )

@@ -1,0 +1,45 @@
+"""Shared helpers: run the app as a user would, in a subprocess, with outputs in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# A run small enough for tests: 120 sessions of 15-min bars, one short epoch.
+TINY = [
+    "data.synthetic.sessions=120",
+    "model.trainer.max_epochs=1",
+    "model.trainer.limit_train_batches=4",
+    "print_config=false",
+]
+
+
+def run_app(
+    *args: str, output_root: Path, module: str = "experiments", timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``python -m experiments ARGS`` with W&B offline and outputs under ``output_root``."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    env.pop("LOCAL_RANK", None)
+    cmd = [sys.executable, "-m", module, *args]
+    if module == "experiments":
+        cmd.append(f"paths.output_root={output_root}")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_folders(output_root: Path) -> list[Path]:
+    """Job folders (those holding metrics.json) under ``output_root``, oldest first."""
+    return sorted(p.parent for p in output_root.rglob("metrics.json"))
+
+
+def read_metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "outputs"

@@ -160,7 +160,9 @@ def test_bad_input_is_one_clear_paragraph_before_training(out, overrides, needle
 
 
 def test_multirun_leaves_four_wandb_runs_in_one_group(out):
-    done = run_app("-m", "+model=lstm,transformer", "seed=0,1", *TINY, output_root=out)
+    # With +model swept, Hydra composes the sweep without a model: set model keys with ++.
+    tiny = [f"++{o}" if o.startswith("model.") else o for o in TINY]
+    done = run_app("-m", "+model=lstm,transformer", "seed=0,1", *tiny, output_root=out)
     assert done.returncode == 0, done.stderr[-3000:]
     folders = run_folders(out)
     assert len(folders) == 4
@@ -170,8 +172,9 @@ def test_multirun_leaves_four_wandb_runs_in_one_group(out):
     assert len({r["run_id"] for r in runs}) == 4
     groups = {r["group"] for r in runs}
     assert len(groups) == 1 and groups != {""}
-    names = sorted(r["name"] for r in runs)
+    names = sorted(r["name"].split(",data.")[0] for r in runs)
     assert names == ["lstm,seed=0", "lstm,seed=1", "transformer,seed=0", "transformer,seed=1"]
+    assert not any("output_root" in r["name"] for r in runs)
     assert all(r["state"] == "finished" for r in runs)
 
 

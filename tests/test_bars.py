@@ -127,12 +127,6 @@ def test_resampling_intraday_to_daily_gives_one_bar_per_day():
     assert out["close"].to_list() == raw["close"].to_numpy().reshape(3, -1)[:, -1].tolist()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bars.resample anchors the bar grid at the file's first timestamp "
-    "(start_by='datapoint'): 5-min data starting at 10:05 gives 15-min bars at "
-    ":05/:20/:35/:50 and a 09:20 bar (before the open) on every later session",
-)
 def test_resampled_bars_follow_the_session_open_when_the_file_starts_mid_session():
     days = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
     raw = _frame(_session_stamps(days, 5)[7:])  # the download starts at 10:05 on day one
@@ -261,12 +255,6 @@ def test_round_the_clock_hourly_csv_gives_about_365_sessions_of_24_bars(tmp_path
     assert market4.bars_per_session == 6.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bars.session_stats measures the span from the first to the last bar *start* "
-    "and adds one day, so intraday data is credited ~23/24 day too much: exactly one "
-    "calendar year of 24/7 hourly bars gives 364 sessions per year, not 365",
-)
 def test_one_calendar_year_of_round_the_clock_hourly_bars_gives_365_sessions_a_year():
     stamps = np.arange(
         np.datetime64("2022-01-01T00:00"), np.datetime64("2023-01-01T00:00"), np.timedelta64(1, "h")

@@ -36,13 +36,29 @@ def _write_daily(path, n: int = 300, seed: int = 0, scale: float = 50.0) -> pl.D
 
 def _csv_build(files: dict[str, str], cache, tickers=None, **kw):
     return build_market_data(
-        source="csv", tickers=tickers or list(files), bar_size="1d", files=files, window=16,
-        sessions_per_year=365, cache_dir=str(cache) if cache else None, **kw,
+        source="csv",
+        tickers=tickers or list(files),
+        bar_size="1d",
+        files=files,
+        window=16,
+        sessions_per_year=365,
+        cache_dir=str(cache) if cache else None,
+        **kw,
     ).market
 
 
 def _same_market(a, b) -> None:
-    for name in ("timestamps", "open", "high", "low", "close", "volume", "features", "sigma", "adv"):
+    for name in (
+        "timestamps",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "features",
+        "sigma",
+        "adv",
+    ):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), name)
     assert a.normalisation == b.normalisation
 
@@ -77,18 +93,24 @@ def test_no_cache_dir_always_builds(tmp_path):
 
 def test_second_build_with_the_same_config_reads_the_cache(tmp_path):
     cache = tmp_path / "cache"
-    first = build_market_data(source="sample", tickers=["MSFT"], bar_size="1d", window=32,
-                              cache_dir=str(cache)).market
+    first = build_market_data(
+        source="sample", tickers=["MSFT"], bar_size="1d", window=32, cache_dir=str(cache)
+    ).market
     [data] = _parquets(cache)
     before = data.stat()
-    second = build_market_data(source="sample", tickers=["MSFT"], bar_size="1d", window=32,
-                               cache_dir=str(cache)).market
+    second = build_market_data(
+        source="sample", tickers=["MSFT"], bar_size="1d", window=32, cache_dir=str(cache)
+    ).market
     after = data.stat()
     assert _parquets(cache) == [data]
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
     _same_market(first, second)
-    _same_market(second, build_market_data(source="sample", tickers=["MSFT"], bar_size="1d",
-                                           window=32, cache_dir=None).market)
+    _same_market(
+        second,
+        build_market_data(
+            source="sample", tickers=["MSFT"], bar_size="1d", window=32, cache_dir=None
+        ).market,
+    )
 
 
 def test_window_and_split_do_not_change_the_key_but_features_do(tmp_path):
@@ -178,12 +200,6 @@ def test_cache_key_is_stable_and_sensitive_to_every_value():
     assert cache_key(payload) != cache_key({**payload, "features": {"rsi_window": 15}})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.build_market_data keys csv/parquet files by the list of their "
-    "fingerprints, not by ticker: files={B: a.csv, A: b.csv} gets the same key as "
-    "{A: a.csv, B: b.csv} and is served the cached frame with the tickers' data swapped",
-)
 def test_mapping_tickers_to_other_files_changes_the_key(tmp_path):
     cache = tmp_path / "cache"
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"

@@ -34,7 +34,9 @@ def test_split_part_by_name():
     assert split.part("test") == split.test
 
 
-@pytest.mark.parametrize(("train", "val"), [(0.0, 0.2), (0.9, 0.2), (0.7, 0.3), (1.2, 0.1), (0.5, -0.1)])
+@pytest.mark.parametrize(
+    ("train", "val"), [(0.0, 0.2), (0.9, 0.2), (0.7, 0.3), (1.2, 0.1), (0.5, -0.1)]
+)
 def test_split_fractions_that_leave_no_test_are_refused(train, val):
     with pytest.raises(ConfigError, match="data.split.train"):
         time_split(1000, train, val, 0, min_bars=10)
@@ -55,8 +57,12 @@ def test_too_small_split_is_a_config_error_naming_data_window():
 def test_window_too_long_for_the_data_is_refused_by_the_pipeline():
     with pytest.raises(ConfigError, match="data.window"):
         build_market_data(
-            source="synthetic", tickers=["X"], bar_size="1d", window=64,
-            synthetic={"sessions": 300}, cache_dir=None,
+            source="synthetic",
+            tickers=["X"],
+            bar_size="1d",
+            window=64,
+            synthetic={"sessions": 300},
+            cache_dir=None,
         )
 
 
@@ -87,8 +93,12 @@ def test_walk_forward_needs_at_least_one_fold_and_room_for_each():
 
 def test_pipeline_uses_the_configured_walk_forward_fold():
     kw = dict(
-        source="synthetic", tickers=["X"], bar_size="1h", window=16,
-        synthetic={"sessions": 120}, cache_dir=None,
+        source="synthetic",
+        tickers=["X"],
+        bar_size="1h",
+        window=16,
+        synthetic={"sessions": 120},
+        cache_dir=None,
     )
     split = {"train": 0.5, "val": 0.2, "gap_bars": 3, "folds": 3}
     one = build_market_data(split={**split, "fold": 1}, **kw)
@@ -101,8 +111,12 @@ def test_pipeline_uses_the_configured_walk_forward_fold():
 
 def test_pipeline_split_covers_the_market_with_the_configured_gap():
     data = build_market_data(
-        source="sample", tickers=["AAPL"], bar_size="1d", window=32,
-        split={"train": 0.7, "val": 0.15, "gap_bars": 5}, cache_dir=None,
+        source="sample",
+        tickers=["AAPL"],
+        bar_size="1d",
+        window=32,
+        split={"train": 0.7, "val": 0.15, "gap_bars": 5},
+        cache_dir=None,
     )
     _ordered(data.split, 5, data.market.num_bars)
     assert data.split.test[1] == data.market.num_bars == 3210

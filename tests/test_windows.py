@@ -39,9 +39,15 @@ def _build(folder, frames: dict[str, pl.DataFrame], window: int = 16):
         files[ticker] = str(folder / f"{ticker}.csv")
         frame.write_csv(files[ticker])
     return build_market_data(
-        source="csv", tickers=list(frames), bar_size="1d", files=files, window=window,
-        columns={"timestamp": "Date"}, sessions_per_year=365,
-        split={"train": 0.6, "val": 0.2, "gap_bars": 3}, cache_dir=None,
+        source="csv",
+        tickers=list(frames),
+        bar_size="1d",
+        files=files,
+        window=window,
+        columns={"timestamp": "Date"},
+        sessions_per_year=365,
+        split={"train": 0.6, "val": 0.2, "gap_bars": 3},
+        cache_dir=None,
     )
 
 
@@ -56,14 +62,21 @@ def _perturb_after(frame: pl.DataFrame, after: dt.date, seed: int) -> pl.DataFra
         pl.Series("Close", c),
         pl.Series("High", np.where(hit, np.maximum(o, c) * 1.01, frame["High"])),
         pl.Series("Low", np.where(hit, np.minimum(o, c) * 0.99, frame["Low"])),
-        pl.Series("Volume", np.where(hit, frame["Volume"] * rng.uniform(0.1, 9, n), frame["Volume"])),
+        pl.Series(
+            "Volume", np.where(hit, frame["Volume"] * rng.uniform(0.1, 9, n), frame["Volume"])
+        ),
     )
 
 
 def test_windows_have_the_documented_shapes():
     data = build_market_data(
-        source="synthetic", tickers=["A", "B"], bar_size="15min", window=16, batch_size=32,
-        synthetic={"sessions": 40}, cache_dir=None,
+        source="synthetic",
+        tickers=["A", "B"],
+        bar_size="15min",
+        window=16,
+        batch_size=32,
+        synthetic={"sessions": 40},
+        cache_dir=None,
     )
     dm = WindowDataModule(data)
     assert dm.num_assets == 2
@@ -91,8 +104,13 @@ def test_windows_have_the_documented_shapes():
 
 def test_only_training_batches_are_shuffled():
     data = build_market_data(
-        source="synthetic", tickers=["A"], bar_size="30min", window=8, batch_size=64,
-        synthetic={"sessions": 40}, cache_dir=None,
+        source="synthetic",
+        tickers=["A"],
+        bar_size="30min",
+        window=8,
+        batch_size=64,
+        synthetic={"sessions": 40},
+        cache_dir=None,
     )
     dm = WindowDataModule(data)
     val_t = torch.cat([b["t"] for b in dm.val_dataloader()]).numpy()
@@ -171,9 +189,13 @@ def test_windows_and_labels_before_t_ignore_every_bar_after_t(tmp_path):
 def test_decisions_keep_the_window_in_the_data_and_the_fill_bar_in_the_split():
     for window in (1, 16, 40):
         data = build_market_data(
-            source="synthetic", tickers=["A"], bar_size="1h", window=window,
+            source="synthetic",
+            tickers=["A"],
+            bar_size="1h",
+            window=window,
             split={"train": 0.6, "val": 0.2, "gap_bars": 2},
-            synthetic={"sessions": 100}, cache_dir=None,
+            synthetic={"sessions": 100},
+            cache_dir=None,
         )
         dm = WindowDataModule(data)
         seen = set()

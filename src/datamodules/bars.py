@@ -90,15 +90,17 @@ def resample(frame: pl.DataFrame, target_minutes: int, bar_size: str) -> pl.Data
     if math.isclose(target_minutes, native):
         return frame
     every = "1d" if target_minutes == 1440 else f"{target_minutes}m"
+    offset = f"{session_open_minute(frame) % target_minutes}m" if target_minutes < 1440 else "0m"
     out = (
         frame.sort("ticker", "timestamp")
         .group_by_dynamic(
             "timestamp",
             every=every,
+            offset=offset,  # bars start at the usual session open, not at midnight
             group_by="ticker",
             closed="left",
             label="left",
-            start_by="datapoint" if target_minutes < 1440 else "window",
+            start_by="window",
         )
         .agg(
             pl.col("open").first(),
@@ -111,6 +113,17 @@ def resample(frame: pl.DataFrame, target_minutes: int, bar_size: str) -> pl.Data
         )
     )
     return out.sort("ticker", "timestamp")
+
+
+def session_open_minute(frame: pl.DataFrame) -> int:
+    """Most common minute of the day of each session's first bar (e.g. 570 for 09:30)."""
+    first = frame.group_by(pl.col("timestamp").dt.date().alias("day")).agg(
+        pl.col("timestamp").min()
+    )
+    minute = first.select(
+        pl.col("timestamp").dt.hour().cast(pl.Int64) * 60 + pl.col("timestamp").dt.minute()
+    )
+    return int(minute.to_series().mode().min())
 
 
 def sessions(timestamps: np.ndarray) -> np.ndarray:
@@ -133,7 +146,8 @@ def session_stats(
     per_session = float(np.median(counts))
     if sessions_per_year:
         return per_session, float(sessions_per_year)
-    span_days = (timestamps[-1] - timestamps[0]) / np.timedelta64(1, "D")
+    days = timestamps.astype("datetime64[D]")
+    span_days = (days[-1] - days[0]) / np.timedelta64(1, "D")
     n = int(session[-1]) + 1
     if span_days < 28 or n < 20:
         raise DataError(

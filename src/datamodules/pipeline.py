@@ -93,13 +93,13 @@ def build_market_data(
     elif source == "sample":
         describe["files"] = [file_fingerprint(str(sample_path()))]
     else:
-        paths = (
-            [files]
-            if isinstance(files, str)
-            else list(files.values() if isinstance(files, Mapping) else files)
-        )
+        if isinstance(files, Mapping):  # which file is which ticker is part of the key
+            prints = {t: file_fingerprint(p) for t, p in files.items() if _exists(p)}
+        else:
+            paths = [files] if isinstance(files, str) else list(files)
+            prints = [file_fingerprint(p) for p in paths if _exists(p)]
         describe.update(
-            files=[file_fingerprint(p) for p in paths if _exists(p)],
+            files=prints,
             columns=dict(columns or {}),
             ticker_column=ticker_column,
             timestamp_format=timestamp_format,

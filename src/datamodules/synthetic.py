@@ -1,8 +1,9 @@
 """A deterministic synthetic market: correlated, fat-tailed, regime-switching bars.
 
 Not real data: runs on it are tagged ``synthetic``. An optional planted component makes
-the open-to-close return of bar t+1 predictable from bar t's return with correlation
-``planted_strength``, so tests can check that a model learns exactly what is there.
+the open-to-close return of bar t+1 predictable: it correlates with bar t's shock at
+``planted_strength`` (a little less with bar t's observed return, which adds drift and the
+volatility regime), so tests can check that a model learns exactly what is there.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ def generate_bars(
     first_of_session = np.zeros(n_bars, dtype=bool)
     first_of_session[::per_session] = True
     gap_sigma = vol_mult[:, None] * day_sigma[None, :] * math.sqrt(config.overnight_share)
-    gaps = rng.standard_normal((n_bars, n_assets)) * gap_sigma * first_of_session[:, None]
+    gaps = (
+        (rng.standard_normal((n_bars, n_assets)) @ chol.T) * gap_sigma * first_of_session[:, None]
+    )
     gaps[0] = 0.0
 
     log_open = np.empty((n_bars, n_assets))

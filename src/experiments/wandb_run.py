@@ -23,9 +23,14 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
+# Overrides that change where or how loudly a run goes, not what it computes: left out of names.
+UNNAMED = ("paths.", "print_config=", "quiet=", "logger.", "hydra.", "tags=")
+
+
 def run_name(cfg: DictConfig) -> str:
-    """``lstm`` for a plain run; the overrides (without the model's ``+``) otherwise."""
-    parts = [o.lstrip("+~") for o in job_overrides() if not o.lstrip("+").startswith("model=")]
+    """``lstm`` for a plain run; then the overrides that shape the result, in command order."""
+    parts = [o.lstrip("+~") for o in job_overrides()]
+    parts = [o for o in parts if not o.startswith(("model=", *UNNAMED))]
     base = str(cfg.model.get("name", "run"))
     return ",".join([base, *parts]) if parts else base
 

@@ -1,0 +1,216 @@
+"""From a data config to a Market: the shipped configs, real sample data, and config errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from datamodules.errors import ConfigError, DataError, UserInputError
+from datamodules.features import FeatureConfig, add_features
+from datamodules.pipeline import MarketData, build_market_data
+from datamodules.sources import load_sample
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose(config_name="config", overrides=overrides)
+
+
+def _daily_csv(path, n: int = 300, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 30 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = close * np.exp(rng.normal(0, 0.004, n))
+    frame = pl.DataFrame(
+        {
+            "day": [
+                (dt.date(2019, 1, 1) + dt.timedelta(days=i)).strftime("%d/%m/%Y") for i in range(n)
+            ],
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.002,
+            "low": np.minimum(open_, close) * 0.998,
+            "close": close,
+            "volume": rng.integers(100, 1000, n).astype(float),
+        }
+    )
+    frame.write_csv(path)
+    return frame
+
+
+# --- the shipped configs -----------------------------------------------------------------
+
+
+def test_sample_data_config_builds_the_real_msft_market():
+    cfg = _compose(["data=sample", "env.tickers=[MSFT]", "paths.cache_dir=null"])
+    data = instantiate(cfg.data)
+    assert isinstance(data, MarketData)
+    m = data.market
+    assert m.tickers == ("MSFT",) and m.source == "sample" and not m.synthetic
+    assert data.window == 32 and data.batch_size == 128
+    assert m.bar_minutes == 1440.0 and m.bars_per_session == 1.0
+    assert 250 <= m.sessions_per_year <= 254
+    assert m.periods_per_year == m.sessions_per_year
+    # gap_bars=5 from conf/data/sample.yaml
+    assert data.split.val[0] - data.split.train[1] == 5
+    assert data.split.test[0] - data.split.val[1] == 5
+
+    raw = load_sample(["MSFT"])
+    warm = FeatureConfig().warmup
+    assert m.num_bars == raw.height - warm
+    np.testing.assert_array_equal(m.timestamps, raw["timestamp"].to_numpy()[warm:])
+    for name in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(getattr(m, name)[:, 0], raw[name].to_numpy()[warm:])
+    assert (np.diff(m.timestamps) > np.timedelta64(0)).all()
+    assert m.session.tolist() == list(range(m.num_bars))  # one daily bar per session
+    assert (m.sigma > 0).all() and (m.adv > 0).all()
+
+
+def test_csv_data_config_keys_reach_the_builder(tmp_path):
+    path = tmp_path / "x.csv"
+    raw = _daily_csv(path)
+    cfg = _compose(
+        [
+            "data=csv",
+            "env.tickers=[XYZ]",
+            "paths.cache_dir=null",
+            "data.bar_size=1d",
+            "data.window=16",
+            "data.sessions_per_year=365",
+            f"+data.files.XYZ={path}",
+            "data.columns={timestamp: day}",
+            "data.timestamp_format='%d/%m/%Y'",
+        ]
+    )
+    m = instantiate(cfg.data).market
+    assert m.tickers == ("XYZ",) and m.source == "csv"
+    np.testing.assert_array_equal(m.close[:, 0], raw["close"].to_numpy()[-m.num_bars :])
+    assert m.timestamps[0].astype(object) == dt.datetime(2019, 1, 1) + dt.timedelta(
+        days=raw.height - m.num_bars
+    )
+
+
+def test_default_synthetic_config_builds_a_tagged_synthetic_market():
+    cfg = _compose(["paths.cache_dir=null", "data.synthetic.sessions=60", "data.window=16"])
+    m = instantiate(cfg.data).market
+    assert m.synthetic and m.source == "synthetic"
+    assert m.tickers == tuple(cfg.env.tickers)
+    assert m.bar_minutes == 15.0 and m.bars_per_session == 26.0 and m.sessions_per_year == 252.0
+
+
+# --- the market ----------------------------------------------------------------------------
+
+
+def test_features_are_raw_features_z_scored_with_the_recorded_training_statistics():
+    data = build_market_data(
+        source="sample", tickers=["AAPL", "IBM"], bar_size="1d", window=32, cache_dir=None
+    )
+    m = data.market
+    raw = add_features(load_sample(["AAPL", "IBM"]), FeatureConfig())
+    for j, ticker in enumerate(m.tickers):
+        own = raw.filter(pl.col("ticker") == ticker)
+        for k, name in enumerate(m.feature_names):
+            stats = m.normalisation[name]
+            x = own[name].to_numpy()
+            expected = (x - stats["mean"][j]) / stats["std"][j]
+            np.testing.assert_allclose(m.features[:, j, k], expected, rtol=1e-4, atol=1e-4)
+            a, b = data.split.train
+            assert stats["mean"][j] == pytest.approx(x[a:b].mean(), rel=1e-4, abs=1e-6)
+
+
+def test_slice_cuts_every_per_bar_array_alike():
+    m = build_market_data(
+        source="synthetic",
+        tickers=["A", "B"],
+        bar_size="30min",
+        window=8,
+        synthetic={"sessions": 40},
+        cache_dir=None,
+    ).market
+    part = m.slice(100, 150)
+    assert part.num_bars == 50 and part.num_assets == 2
+    for name in (
+        "timestamps",
+        "open",
+        "close",
+        "volume",
+        "features",
+        "time_features",
+        "sigma",
+        "adv",
+        "session",
+    ):
+        np.testing.assert_array_equal(getattr(part, name), getattr(m, name)[100:150])
+    assert part.normalisation == m.normalisation and part.periods_per_year == m.periods_per_year
+
+
+# --- config errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        ({"source": "excel"}, ConfigError, "data.source is 'excel'"),
+        ({"tickers": []}, ConfigError, "env.tickers"),
+        ({"tickers": ["A", "A"]}, ConfigError, "env.tickers"),
+        ({"bar_size": "fortnight"}, ConfigError, "data.bar_size"),
+        ({"features": {"rsi": 3}}, ConfigError, "data.features has unknown key(s) rsi"),
+        ({"source": "csv"}, ConfigError, "data.files"),
+        ({"source": "parquet"}, ConfigError, "data.files"),
+        ({"split": {"train": 0.9, "val": 0.2}}, ConfigError, "data.split.train"),
+        ({"source": "sample", "tickers": ["NVDA"]}, DataError, "data=sample only has"),
+        (
+            {"source": "sample", "tickers": ["GOOG", "MSFT"], "bar_size": "1d"},
+            DataError,
+            "data.min_aligned_share=0.8",
+        ),
+    ],
+)
+def test_bad_config_is_a_user_input_error_naming_the_key(kwargs, error, needle):
+    args = {
+        "source": "synthetic",
+        "tickers": ["A"],
+        "bar_size": "15min",
+        "window": 16,
+        "synthetic": {"sessions": 40},
+        "cache_dir": None,
+        **kwargs,
+    }
+    with pytest.raises(error) as err:
+        build_market_data(**args)
+    assert needle in str(err.value)
+    assert isinstance(err.value, UserInputError)
+
+
+def test_missing_csv_file_is_named_through_the_pipeline(tmp_path):
+    with pytest.raises(DataError, match="data.files.XYZ: file .*missing.csv' does not exist"):
+        build_market_data(
+            source="csv",
+            tickers=["XYZ"],
+            bar_size="1d",
+            files={"XYZ": str(tmp_path / "missing.csv")},
+            cache_dir=None,
+        )
+
+
+def test_csv_with_wrong_timestamp_format_is_named_through_the_pipeline(tmp_path):
+    path = tmp_path / "x.csv"
+    _daily_csv(path)
+    with pytest.raises(DataError) as err:
+        build_market_data(
+            source="csv",
+            tickers=["X"],
+            bar_size="1d",
+            files={"X": str(path)},
+            columns={"timestamp": "day"},
+            timestamp_format="%Y-%m-%d",
+            cache_dir=None,
+        )
+    msg = str(err.value)
+    assert "row 1" in msg and "'01/01/2019'" in msg and "data.timestamp_format='%Y-%m-%d'" in msg

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from datamodules.market import Market
+from datamodules.pipeline import build_market_data
+
 # A run small enough for tests: 120 sessions of 15-min bars, one short epoch.
 TINY = [
     "data.synthetic.sessions=120",
@@ -43,3 +46,24 @@ def read_metrics(folder: Path) -> dict:
 @pytest.fixture
 def out(tmp_path: Path) -> Path:
     return tmp_path / "outputs"
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> Market:
+    """Three synthetic tickers, 60 sessions of 15-minute bars."""
+    return build_market_data(
+        source="synthetic",
+        tickers=["AAA", "BBB", "CCC"],
+        bar_size="15min",
+        seed=0,
+        cache_dir=None,
+        synthetic={"sessions": 60},
+    ).market
+
+
+@pytest.fixture(scope="session")
+def msft() -> Market:
+    """Real daily MSFT prices from the shipped sample."""
+    return build_market_data(
+        source="sample", tickers=["MSFT"], bar_size="1d", seed=0, cache_dir=None
+    ).market

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from datamodules.market import Market
-from datamodules.pipeline import build_market_data
 from envs.accounting import COST_COMPONENTS, Account, fill_and_mark, open_account
 from envs.frictions import Frictions
 
@@ -16,25 +15,6 @@ RTOL = 1e-12
 CAPITAL = 100_000.0
 OFF = Frictions(commission_bps=0.0, spread_bps=0.0, slippage_bps=0.0, impact_coef=0.0)
 ON = Frictions(commission_bps=1.0, spread_bps=2.0, slippage_bps=1.5, impact_coef=0.2)
-
-
-@pytest.fixture(scope="module")
-def synthetic() -> Market:
-    return build_market_data(
-        source="synthetic",
-        tickers=["AAA", "BBB", "CCC"],
-        bar_size="15min",
-        seed=0,
-        cache_dir=None,
-        synthetic={"sessions": 60},
-    ).market
-
-
-@pytest.fixture(scope="module")
-def msft() -> Market:
-    return build_market_data(
-        source="sample", tickers=["MSFT"], bar_size="1d", seed=0, cache_dir=None
-    ).market
 
 
 def _bar(market: Market, t: int) -> dict[str, torch.Tensor]:

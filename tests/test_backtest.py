@@ -10,7 +10,6 @@ import torch
 
 from datamodules.errors import ConfigError
 from datamodules.market import Market
-from datamodules.pipeline import build_market_data
 from envs.accounting import COST_COMPONENTS
 from envs.backtest import BacktestResult, backtest, buy_and_hold_targets
 from envs.frictions import Frictions
@@ -22,25 +21,6 @@ CAPITAL = 100_000.0
 OFF = Frictions(commission_bps=0.0, spread_bps=0.0, slippage_bps=0.0, impact_coef=0.0)
 ON = Frictions(commission_bps=1.0, spread_bps=2.0, slippage_bps=1.0, impact_coef=0.1)
 PER_BAR = ("open", "high", "low", "close", "volume", "sigma", "adv")
-
-
-@pytest.fixture(scope="module")
-def synthetic() -> Market:
-    return build_market_data(
-        source="synthetic",
-        tickers=["AAA", "BBB", "CCC"],
-        bar_size="15min",
-        seed=0,
-        cache_dir=None,
-        synthetic={"sessions": 60},
-    ).market
-
-
-@pytest.fixture(scope="module")
-def msft() -> Market:
-    return build_market_data(
-        source="sample", tickers=["MSFT"], bar_size="1d", seed=0, cache_dir=None
-    ).market
 
 
 def _random_targets(paths: int, steps: int, assets: int, seed: int) -> torch.Tensor:

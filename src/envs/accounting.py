@@ -32,6 +32,7 @@ class Account:
     shares: torch.Tensor  # (*B, A)
     target: torch.Tensor  # (*B, A)
     equity: torch.Tensor  # (*B,)
+    mark: torch.Tensor  # (*B, A) price each asset was last marked at (close)
 
 
 @dataclass
@@ -46,6 +47,8 @@ class BarOutcome:
     turnover: torch.Tensor  # (*B,) traded notional / equity at the open (fraction)
     fills: torch.Tensor  # (*B,) number of assets whose position changed
     weights: torch.Tensor  # (*B, A) position value / equity at the close (signed fraction)
+    asset_pnl: torch.Tensor  # (*B, A) each asset's share of pnl, after its costs (sums to pnl)
+    asset_cost: torch.Tensor  # (*B, A) costs paid per asset
 
 
 def open_account(
@@ -61,6 +64,7 @@ def open_account(
         shares=torch.zeros((*batch_shape, num_assets), device=device, dtype=dtype),
         target=torch.zeros((*batch_shape, num_assets), device=device, dtype=dtype),
         equity=torch.full(batch_shape, float(capital), device=device, dtype=dtype),
+        mark=torch.ones((*batch_shape, num_assets), device=device, dtype=dtype),
     )
 
 
@@ -87,11 +91,15 @@ def fill_and_mark(
     traded = new_shares - account.shares
     per_asset = frictions.costs(traded, open_next, sigma, adv)
     costs = {name: per_asset[name].sum(-1) for name in COST_COMPONENTS}
-    total_cost = costs["commission"] + costs["spread"] + costs["slippage"] + costs["impact"]
+    asset_cost = (
+        per_asset["commission"] + per_asset["spread"] + per_asset["slippage"] + per_asset["impact"]
+    )
+    total_cost = asset_cost.sum(-1)
     cash = account.cash - (traded * open_next).sum(-1) - total_cost
     position_value = new_shares * close_next
     equity = cash + position_value.sum(-1)
     pnl = equity - account.equity
+    asset_pnl = position_value - account.shares * account.mark - traded * open_next - asset_cost
     traded_notional = (traded.abs() * open_next).sum(-1)
     outcome = BarOutcome(
         pnl=pnl,
@@ -102,6 +110,11 @@ def fill_and_mark(
         turnover=traded_notional / equity_open,
         fills=(traded != 0).sum(-1),
         weights=position_value / equity.unsqueeze(-1),
+        asset_pnl=asset_pnl,
+        asset_cost=asset_cost,
     )
     new_target = torch.where(changed, target, account.target)
-    return Account(cash=cash, shares=new_shares, target=new_target, equity=equity), outcome
+    mark = close_next.expand_as(new_shares)
+    return Account(
+        cash=cash, shares=new_shares, target=new_target, equity=equity, mark=mark
+    ), outcome

@@ -1,0 +1,97 @@
+"""Evaluation mode: a deterministic pass of a policy over a whole split, from its first bar.
+
+Returns the same :class:`~envs.backtest.BacktestResult` as a forecaster's backtest (equity
+curve, weights, targets, costs (the total per bar, under ``"total"``), turnover, fills and the
+simulator's metrics), so agents and forecasters are scored by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+
+from datamodules.market import Market
+from envs.backtest import BacktestResult
+from envs.factory import make_env
+from envs.metrics import compute_metrics
+from envs.risk import RULES
+
+Policy = Callable[[torch.Tensor], torch.Tensor]  # observations (P, D) -> actions (P,)
+
+
+def evaluate_policy(
+    policy: Policy,
+    market: Market,
+    span: tuple[int, int],
+    env: Mapping,
+    paths: int = 1,
+    device: str | torch.device = "cpu",
+) -> tuple[BacktestResult, dict[str, int]]:
+    """Run ``policy`` on ``paths`` identical envs over ``span`` (no random starts, one episode
+    to the end of the split, float64 accounting); return the record and risk-rule counts.
+
+    An episode ended early by a loss cut or a profit lock stays flat (in cash) afterwards.
+    """
+    settings = {**dict(env), "dtype": "float64", "compile": False}
+    trading = make_env(
+        market,
+        span,
+        settings,
+        num_envs=paths,
+        device=device,
+        episode_overrides={"length": None, "random_start": False},
+    )
+    td = trading.reset()
+    obs = td["observation"]
+    capital = trading.capital
+    equity = [torch.full((paths,), capital, dtype=torch.float64, device=device)]
+    returns, weights, targets, turnover, fills = [], [], [], [], []
+    costs: list[torch.Tensor] = []
+    alive = torch.ones(paths, dtype=torch.bool, device=device)
+    start = trading.first
+    for _ in range(trading.length):
+        with torch.no_grad():
+            action = policy(obs).reshape(paths).long()
+        state, obs, _, info, terminated, truncated = trading.transition(trading.state, action)
+        trading.state = state
+        after = trading.account
+        last = equity[-1]
+        eq = torch.where(alive, after.equity, last)
+        returns.append(torch.where(alive, eq / last - 1.0, torch.zeros_like(last)))
+        equity.append(eq)
+        held = after.shares * after.mark / after.equity.unsqueeze(-1)
+        weights.append(torch.where(alive.unsqueeze(-1), held, torch.zeros_like(held)))
+        targets.append(
+            torch.where(alive.unsqueeze(-1), after.target, torch.zeros_like(after.target))
+        )
+        turnover.append(
+            torch.where(alive, info["turnover"].squeeze(-1).double(), torch.zeros_like(last))
+        )
+        fills.append(torch.where(alive, info["fills"].squeeze(-1).double(), torch.zeros_like(last)))
+        paid = info["cost"].squeeze(-1).double() * capital / 1e4  # bps of capital -> currency
+        costs.append(torch.where(alive, paid, torch.zeros_like(last)))
+        alive = alive & ~terminated
+        if bool(truncated.all()):
+            break
+    returns_t = torch.stack(returns, dim=1)
+    weights_t = torch.stack(weights, dim=1)
+    turnover_t = torch.stack(turnover, dim=1)
+    fills_t = torch.stack(fills, dim=1)
+    metrics = compute_metrics(
+        returns_t, market.periods_per_year, positions=weights_t, turnover=turnover_t, trades=fills_t
+    )
+    steps = returns_t.shape[1]
+    result = BacktestResult(
+        timestamps=market.timestamps[start : start + steps + 1],
+        equity=torch.stack(equity, dim=1),
+        returns=returns_t,
+        targets=torch.stack(targets, dim=1),
+        weights=weights_t,
+        costs={"total": torch.stack(costs, dim=1)},
+        turnover=turnover_t,
+        fills=fills_t,
+        metrics=metrics,
+    )
+    counts = dict(zip(RULES, trading.state["trigger_counts"].sum(0).tolist(), strict=True))
+    return result, counts

@@ -145,9 +145,11 @@ class TradingEnv(EnvBase):
         self._make_specs()
         self._set_seed(seed)
         self._init_state()
-        self._step_fn = (
-            torch.compile(self.transition, dynamic=False) if compile_step else self.transition
-        )
+        self._step_fn = self.transition
+        self._reset_fn = self.reset_state
+        if compile_step:  # fuse the pure step and reset into a few kernels
+            self._step_fn = torch.compile(self.transition, dynamic=False)
+            self._reset_fn = torch.compile(self.reset_state, dynamic=False)
         self._steps_seen = 0
         self._magnitude = torch.zeros((), device=dev, dtype=dtype)
         self._warned = False
@@ -260,27 +262,35 @@ class TradingEnv(EnvBase):
             start = self.first + torch.randint(0, span + 1, (n,), generator=self.rng, device=dev)
         else:
             start = torch.full((n,), self.first, dtype=torch.long, device=dev)
-        old = self.state
-        fresh = open_account(self.capital, (n,), self.market.num_assets, dev, self.acct_dtype)
-        cap = torch.full_like(old["session_equity"], self.capital)
-        zero = torch.zeros_like(old["turnover_hour"])
+        self.state = self._reset_fn(self.state, mask, start)
+
+    def reset_state(
+        self, state: dict[str, torch.Tensor], mask: torch.Tensor, start: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """A pure function: ``state`` with the envs in ``mask`` restarted at bars ``start``."""
+        n = self.num_envs
+        fresh = open_account(
+            self.capital, (n,), self.market.num_assets, self.device, self.acct_dtype
+        )
+        cap = torch.full_like(state["session_equity"], self.capital)
+        zero = torch.zeros_like(state["turnover_hour"])
         replace = {
             **{k: getattr(fresh, k) for k in ACCOUNT_FIELDS},
             "t": start,
-            "steps": torch.zeros_like(old["steps"]),
+            "steps": torch.zeros_like(state["steps"]),
             "session_equity": cap,
             "episode_equity": cap,
-            "halted": torch.zeros_like(old["halted"]),
+            "halted": torch.zeros_like(state["halted"]),
             "turnover_hour": zero,
             "turnover_session": zero,
             "sharpe_a": zero,
             "sharpe_b": zero,
         }
-        new = dict(old)
+        new = dict(state)
         for key, value in replace.items():
             m = mask.reshape(n, *([1] * (value.dim() - 1)))
-            new[key] = torch.where(m, value, old[key])
-        self.state = new
+            new[key] = torch.where(m, value, state[key])
+        return new
 
     def _zero_info(self) -> TensorDict:
         n = self.batch_size
@@ -294,11 +304,12 @@ class TradingEnv(EnvBase):
         action = tensordict.get("action").reshape(self.num_envs).long()
         self.state, obs, reward, info, terminated, truncated = self._step_fn(self.state, action)
         self._check_reward_scale(reward)
-        return TensorDict(
+        # Shapes and devices are right by construction: skip TensorDict's per-value checks.
+        return TensorDict._new_unsafe(
             {
                 "observation": obs,
                 "reward": reward.unsqueeze(-1),
-                "info": TensorDict(info, batch_size=self.batch_size, device=self.device),
+                "info": info,
                 "done": (terminated | truncated).unsqueeze(-1),
                 "terminated": terminated.unsqueeze(-1),
                 "truncated": truncated.unsqueeze(-1),

@@ -49,6 +49,7 @@ def evaluate_policy(
     returns, weights, targets, turnover, fills = [], [], [], [], []
     costs: list[torch.Tensor] = []
     alive = torch.ones(paths, dtype=torch.bool, device=device)
+    fired = torch.zeros((paths, len(RULES)), dtype=torch.float64, device=device)
     start = trading.first
     for _ in range(trading.length):
         with torch.no_grad():
@@ -71,6 +72,9 @@ def evaluate_policy(
         fills.append(torch.where(alive, info["fills"].squeeze(-1).double(), torch.zeros_like(last)))
         paid = info["cost"].squeeze(-1).double() * capital / 1e4  # bps of capital -> currency
         costs.append(torch.where(alive, paid, torch.zeros_like(last)))
+        fired = fired + info["triggers"].double() * alive.unsqueeze(
+            -1
+        )  # an ended episode fires nothing
         alive = alive & ~terminated
         if bool(truncated.all()):
             break
@@ -93,5 +97,5 @@ def evaluate_policy(
         fills=fills_t,
         metrics=metrics,
     )
-    counts = dict(zip(RULES, trading.state["trigger_counts"].sum(0).tolist(), strict=True))
+    counts = dict(zip(RULES, [int(c) for c in fired.sum(0).tolist()], strict=True))
     return result, counts

@@ -44,6 +44,16 @@ class EpisodeConfig:
     window: int = 1
     calendar: bool = False
 
+    def __post_init__(self) -> None:
+        if self.length is not None and int(self.length) < 1:
+            raise ConfigError(
+                f"env.episode.length is {self.length}; use a number of bars >= 1, or null for the whole split."
+            )
+        if int(self.window) < 1:
+            raise ConfigError(
+                f"env.episode.window is {self.window}; an observation needs at least 1 bar of features."
+            )
+
 
 class TradingEnv(EnvBase):
     """A batch of ``num_envs`` trading accounts over bars ``[start, stop)`` of a market.
@@ -92,7 +102,9 @@ class TradingEnv(EnvBase):
                 f"The env's split holds bars {start}..{stop}: too few for one step with env.observation.window={window}."
             )
         longest = self.stop - 1 - self.first
-        self.length = min(int(self.episode.length or longest), longest)
+        self.length = (
+            longest if self.episode.length is None else min(int(self.episode.length), longest)
+        )
         if self.length < 1:
             raise ConfigError("env.episode.length must be >= 1 bar.")
         dev = torch.device(device)

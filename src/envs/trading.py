@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Categorical, Composite, Unbounded
+from torchrl.data import Binary, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from datamodules.errors import ConfigError
@@ -174,7 +174,9 @@ class TradingEnv(EnvBase):
                 key: Unbounded(shape=(*n, 1), dtype=torch.float32, device=self.device)
                 for key in INFO_KEYS
             },
-            triggers=Unbounded(shape=(*n, len(RULES)), dtype=torch.float32, device=self.device),
+            triggers=Binary(
+                n=len(RULES), shape=(*n, len(RULES)), dtype=torch.bool, device=self.device
+            ),
             shape=n,
             device=self.device,
         )
@@ -217,7 +219,9 @@ class TradingEnv(EnvBase):
             "sharpe_a": torch.zeros(n, dtype=dt, device=dev),
             "sharpe_b": torch.zeros(n, dtype=dt, device=dev),
             "reward_var": torch.ones((), dtype=dt, device=dev),
-            "trigger_counts": torch.zeros((n, len(RULES)), dtype=torch.long, device=dev),
+            "trigger_counts": torch.zeros(
+                len(RULES), dtype=torch.long, device=dev
+            ),  # summed over envs
         }
 
     @property
@@ -251,11 +255,11 @@ class TradingEnv(EnvBase):
         mask = tensordict.get("_reset", None) if tensordict is not None else None
         if mask is not None:
             mask = mask.reshape(self.num_envs)
-        self._reset_envs(mask)
+        obs = self._reset_envs(mask)
         zeros = torch.zeros((self.num_envs, 1), dtype=torch.bool, device=self.device)
-        return TensorDict(
+        return TensorDict._new_unsafe(
             {
-                "observation": self._observe(self.state),
+                "observation": obs,
                 "info": self._zero_info(),
                 "done": zeros,
                 "terminated": zeros.clone(),
@@ -265,7 +269,7 @@ class TradingEnv(EnvBase):
             device=self.device,
         )
 
-    def _reset_envs(self, mask: torch.Tensor | None) -> None:
+    def _reset_envs(self, mask: torch.Tensor | None) -> torch.Tensor:
         n, dev = self.num_envs, self.device
         if mask is None:
             mask = torch.ones(n, dtype=torch.bool, device=dev)
@@ -274,12 +278,14 @@ class TradingEnv(EnvBase):
             start = self.first + torch.randint(0, span + 1, (n,), generator=self.rng, device=dev)
         else:
             start = torch.full((n,), self.first, dtype=torch.long, device=dev)
-        self.state = self._reset_fn(self.state, mask, start)
+        self.state, obs = self._reset_fn(self.state, mask, start)
+        return obs
 
     def reset_state(
         self, state: dict[str, torch.Tensor], mask: torch.Tensor, start: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """A pure function: ``state`` with the envs in ``mask`` restarted at bars ``start``."""
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """A pure function: (``state`` with the envs in ``mask`` restarted at bars ``start``,
+        the observation of every env)."""
         n = self.num_envs
         fresh = open_account(
             self.capital, (n,), self.market.num_assets, self.device, self.acct_dtype
@@ -302,13 +308,13 @@ class TradingEnv(EnvBase):
         for key, value in replace.items():
             m = mask.reshape(n, *([1] * (value.dim() - 1)))
             new[key] = torch.where(m, value, state[key])
-        return new
+        return new, self._observe(new)
 
     def _zero_info(self) -> TensorDict:
         n = self.batch_size
         data = {key: torch.zeros((*n, 1), device=self.device) for key in INFO_KEYS}
         data["equity"] = self.state["equity"].to(torch.float32).unsqueeze(-1)
-        data["triggers"] = torch.zeros((*n, len(RULES)), device=self.device)
+        data["triggers"] = torch.zeros((*n, len(RULES)), dtype=torch.bool, device=self.device)
         return TensorDict(data, batch_size=n, device=self.device)
 
     # ------------------------------------------------------------------ step
@@ -347,7 +353,9 @@ class TradingEnv(EnvBase):
         lim = self._limits
         acct = Account(**{k: state[k] for k in ACCOUNT_FIELDS})
         t = state["t"]
-        nxt = t + 1
+        # Stepping an env past its truncation without a reset stays on the split's last bar
+        # (and keeps reporting truncated), so no read leaves the data.
+        nxt = (t + 1).clamp(max=self.stop - 1)
         # Session and hour windows that start with the fill bar reset their state first.
         new_session = self._session[nxt] != self._session[t]
         new_hour = self._hour[nxt] != self._hour[t]
@@ -429,7 +437,7 @@ class TradingEnv(EnvBase):
             "sharpe_a": sharpe_a,
             "sharpe_b": sharpe_b,
             "reward_var": reward_var,
-            "trigger_counts": state["trigger_counts"] + fired.long(),
+            "trigger_counts": state["trigger_counts"] + fired.sum(0),
         }
         info = {
             "pnl": ((bar.pnl + bar.total_cost) * bps).to(torch.float32).unsqueeze(-1),
@@ -438,7 +446,7 @@ class TradingEnv(EnvBase):
             "equity": acct.equity.to(torch.float32).unsqueeze(-1),
             "turnover": bar.turnover.to(torch.float32).unsqueeze(-1),
             "fills": bar.fills.to(torch.float32).unsqueeze(-1),
-            "triggers": fired.to(torch.float32),
+            "triggers": fired,
         }
         return (
             new_state,
@@ -469,5 +477,5 @@ class TradingEnv(EnvBase):
 
     def risk_counts(self) -> dict[str, int]:
         """How often each rule fired since the env was built, summed over envs (syncs)."""
-        totals = self.state["trigger_counts"].sum(0).tolist()
+        totals = self.state["trigger_counts"].tolist()
         return dict(zip(RULES, totals, strict=True))

@@ -9,9 +9,27 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from datamodules.market import Market
 from datamodules.pipeline import build_market_data
+
+ENV_CONF = Path(__file__).resolve().parents[1] / "conf" / "env"
+
+
+def env_cfg(name: str = "single_ticker", **sections) -> dict:
+    """conf/env/<name>.yaml merged over single_ticker.yaml (as Hydra's defaults list does),
+    with ``sections`` merged over its sections (dicts) or replacing its values."""
+    cfg = OmegaConf.load(ENV_CONF / "single_ticker.yaml")
+    if name != "single_ticker":
+        extra = OmegaConf.load(ENV_CONF / f"{name}.yaml")
+        extra.pop("defaults")
+        cfg = OmegaConf.merge(cfg, extra)
+    out = OmegaConf.to_container(cfg)
+    for key, value in sections.items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) else value
+    return out
+
 
 # A run small enough for tests: 120 sessions of 15-min bars, one short epoch.
 TINY = [

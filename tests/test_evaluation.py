@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import env_cfg
 
 from datamodules.market import Market
 from datamodules.pipeline import MarketData, build_market_data
@@ -23,14 +23,6 @@ from envs.risk import RULES
 CONF = Path(__file__).resolve().parents[1] / "conf" / "env"
 CAPITAL = 100_000.0
 BARS = 8  # bars per session of the crafted market
-
-
-def env_cfg(**sections) -> dict:
-    """conf/env/single_ticker.yaml with ``sections`` merged over its sections."""
-    out = OmegaConf.to_container(OmegaConf.load(CONF / "single_ticker.yaml"))
-    for key, value in sections.items():
-        out[key] = {**out[key], **value} if isinstance(value, dict) else value
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import env_cfg
 from tensordict import TensorDict
 
 from datamodules.errors import ConfigError
@@ -24,19 +24,6 @@ from envs.trading import TradingEnv
 CONF = Path(__file__).resolve().parents[1] / "conf" / "env"
 CAPITAL = 100_000.0
 NO_COSTS = {"commission_bps": 0.0, "spread_bps": 0.0, "slippage_bps": 0.0, "impact_coef": 0.0}
-
-
-def env_cfg(name: str = "single_ticker", **sections) -> dict:
-    """conf/env/<name>.yaml over single_ticker.yaml, with ``sections`` merged in."""
-    cfg = OmegaConf.load(CONF / "single_ticker.yaml")
-    if name != "single_ticker":
-        extra = OmegaConf.load(CONF / f"{name}.yaml")
-        extra.pop("defaults")
-        cfg = OmegaConf.merge(cfg, extra)
-    out = OmegaConf.to_container(cfg)
-    for key, value in sections.items():
-        out[key] = {**out[key], **value} if isinstance(value, dict) else value
-    return out
 
 
 @pytest.fixture(scope="module")

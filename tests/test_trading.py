@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import env_cfg
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs, step_mdp
 
@@ -33,20 +33,6 @@ ALL_RULES = {
 }
 FIXED_START = {"random_start": False, "length": None}
 PER_BAR = ("open", "high", "low", "close", "volume", "sigma", "adv", "features", "time_features")
-
-
-def env_cfg(name: str = "single_ticker", **sections) -> dict:
-    """conf/env/<name>.yaml merged over single_ticker.yaml (as Hydra's defaults list does),
-    with ``sections`` merged over its sections (dicts) or replacing its values."""
-    cfg = OmegaConf.load(CONF / "single_ticker.yaml")
-    if name != "single_ticker":
-        extra = OmegaConf.load(CONF / f"{name}.yaml")
-        extra.pop("defaults")
-        cfg = OmegaConf.merge(cfg, extra)
-    out = OmegaConf.to_container(cfg)
-    for key, value in sections.items():
-        out[key] = {**out[key], **value} if isinstance(value, dict) else value
-    return out
 
 
 def build(tickers: int, sessions: int = 60) -> MarketData:

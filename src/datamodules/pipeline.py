@@ -15,6 +15,7 @@ import polars as pl
 
 from datamodules.bars import align, bar_minutes, resample, session_stats, sessions
 from datamodules.cache import cache_key, cached_frame, file_fingerprint
+from datamodules.config import dataclass_from
 from datamodules.errors import ConfigError, DataError
 from datamodules.features import (
     CALENDAR_NAMES,
@@ -73,8 +74,8 @@ def build_market_data(
     if not tickers or len(set(tickers)) != len(tickers):
         raise ConfigError(f"env.tickers must list distinct tickers; got {tickers}.")
     minutes = bar_minutes(bar_size)
-    feature_cfg = _dataclass_from(FeatureConfig, features or {}, "data.features")
-    synth_cfg = _dataclass_from(SyntheticConfig, synthetic or {}, "data.synthetic")
+    feature_cfg = dataclass_from(FeatureConfig, features or {}, "data.features")
+    synth_cfg = dataclass_from(SyntheticConfig, synthetic or {}, "data.synthetic")
     if source == "synthetic" and sessions_per_year is None:
         sessions_per_year = 252
     if source in ("csv", "parquet") and not files:
@@ -227,17 +228,6 @@ def _to_market(
         synthetic=source == "synthetic",
         source=source,
     )
-
-
-def _dataclass_from(cls: type, values: Mapping, key: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"{key} has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
-        )
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**converted)
 
 
 def _exists(path: str) -> bool:

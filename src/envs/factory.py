@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
 
 import torch
 
+from datamodules.config import dataclass_from
 from datamodules.errors import ConfigError
 from datamodules.market import Market
 from envs.actions import make_actions
@@ -40,10 +40,10 @@ def make_env(
         market=market,
         span=span,
         actions=make_actions(kind, market, **actions),
-        frictions=_build(Frictions, env.get("costs") or {}, "env.costs"),
-        risk=_build(RiskRules, env.get("risk") or {}, "env.risk"),
-        reward=_build(RewardConfig, reward, "env.reward"),
-        episode=_build(EpisodeConfig, episode, "env.episode"),
+        frictions=dataclass_from(Frictions, env.get("costs") or {}, "env.costs"),
+        risk=dataclass_from(RiskRules, env.get("risk") or {}, "env.risk"),
+        reward=dataclass_from(RewardConfig, reward, "env.reward"),
+        episode=dataclass_from(EpisodeConfig, episode, "env.episode"),
         capital=float(env.get("capital", 100_000.0)),
         num_envs=int(num_envs if num_envs is not None else env.get("num_envs", 1)),
         reward_weights=list(weights) if weights is not None else None,
@@ -52,13 +52,3 @@ def make_env(
         seed=seed,
         compile_step=bool(env.get("compile", False)),
     )
-
-
-def _build(cls: type, values: Mapping, key: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"{key} has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
-        )
-    return cls(**dict(values))

@@ -24,6 +24,17 @@ RULES = (
 )
 
 
+LIMITS = (  # the RiskRules fields that are limits (None = off, +inf inside the step)
+    "max_daily_drawdown",
+    "turnover_cap_hour",
+    "turnover_cap_session",
+    "loss_cut",
+    "profit_lock",
+    "max_gross_exposure",
+    "max_position",
+)
+
+
 @dataclass(frozen=True)
 class RiskRules:
     """Limits, each a fraction (of equity, or of the session's / episode's starting equity).
@@ -46,15 +57,7 @@ class RiskRules:
     max_position: float | None = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_daily_drawdown",
-            "turnover_cap_hour",
-            "turnover_cap_session",
-            "loss_cut",
-            "profit_lock",
-            "max_gross_exposure",
-            "max_position",
-        ):
+        for name in LIMITS:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(

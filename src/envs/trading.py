@@ -27,7 +27,7 @@ from envs.accounting import Account, fill_and_mark, open_account
 from envs.actions import ActionMap
 from envs.frictions import Frictions
 from envs.rewards import RewardConfig, differential_sharpe
-from envs.risk import RULES, RiskRules, apply_position_limits
+from envs.risk import LIMITS, RULES, RiskRules, apply_position_limits
 
 INFO_KEYS = ("pnl", "cost", "penalty", "equity", "turnover", "fills")
 ACCOUNT_FIELDS = ("cash", "shares", "target", "equity", "mark")
@@ -141,18 +141,7 @@ class TradingEnv(EnvBase):
                 f"env.reward.weights must be {market.num_assets} non-negative numbers, one per ticker ({', '.join(market.tickers)}), not all 0; got {reward_weights}."
             )
         self._reward_weights = weights / weights.sum() * market.num_assets
-        self._limits = {
-            name: self.risk.limit(name)
-            for name in (
-                "max_daily_drawdown",
-                "turnover_cap_hour",
-                "turnover_cap_session",
-                "loss_cut",
-                "profit_lock",
-                "max_gross_exposure",
-                "max_position",
-            )
-        }
+        self._limits = {name: self.risk.limit(name) for name in LIMITS}
         self.obs_dim = window * feats.shape[1] + market.num_assets + self._calendar.shape[1]
         self._make_specs()
         self._set_seed(seed)

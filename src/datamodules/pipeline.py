@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -231,6 +232,4 @@ def _to_market(
 
 
 def _exists(path: str) -> bool:
-    from pathlib import Path
-
     return Path(path).is_file()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train and evaluate the run described by ``cfg``; return its final metrics."""
     out = run_dir(cfg)
     quiet_logs(cfg)
-    rank_zero = int(__import__("os").environ.get("LOCAL_RANK", "0")) == 0
+    # Lightning's DDP launcher starts ranks > 0 as copies of this command with LOCAL_RANK set.
+    rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0
     if rank_zero:
         config_tree(
             cfg,

@@ -6,6 +6,7 @@ test splits, beside buy-and-hold of the same assets.
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 from collections.abc import Callable
@@ -110,6 +111,7 @@ class ForecastModule(pl.LightningModule):
         )
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
         self.reports: dict[str, dict[str, BacktestResult]] = {}
+        self._buy_and_hold: dict[str, BacktestResult] = {}
 
     def forward(self, x: torch.Tensor, age: torch.Tensor | None = None) -> torch.Tensor:
         """Class probabilities (B, A, C) of the next bar's return for each asset."""
@@ -183,13 +185,15 @@ class ForecastModule(pl.LightningModule):
         )
         targets[stamps.cpu().long() - first] = positions
         strategy = backtest(dm.market, targets, first, self.frictions, self.hparams.capital)
-        hold = backtest(
-            dm.market,
-            buy_and_hold_targets(len(decisions), dm.num_assets),
-            first,
-            self.frictions,
-            self.hparams.capital,
-        )
+        if part not in self._buy_and_hold:  # the same every epoch: price it once per split
+            self._buy_and_hold[part] = backtest(
+                dm.market,
+                buy_and_hold_targets(len(decisions), dm.num_assets),
+                first,
+                self.frictions,
+                self.hparams.capital,
+            )
+        hold = self._buy_and_hold[part]
         self.reports[part] = {"strategy": strategy, "buy_and_hold": hold}
         ours = metrics_to_floats({k: v[0] for k, v in strategy.metrics.items()})
         theirs = metrics_to_floats({k: v[0] for k, v in hold.metrics.items()})
@@ -202,11 +206,8 @@ class ForecastModule(pl.LightningModule):
 
     def _log_attention(self) -> None:
         net = self.net
-        if (
-            not hasattr(net, "forward")
-            or "return_attention" not in net.forward.__code__.co_varnames
-        ):
-            return
+        if "return_attention" not in inspect.signature(net.forward).parameters:
+            return  # this network has no attention maps
         dm = self.trainer.datamodule
         dataset = dm.dataset("val")
         picks = np.linspace(0, len(dataset) - 1, 4).astype(int)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 import yaml
 from conftest import TINY, read_metrics, run_app, run_folders
 
@@ -148,10 +149,19 @@ def test_a_csv_of_your_own_with_a_non_iso_timestamp_format_trains(out, tmp_path)
             ["data.bar_size=1h", "finer", "1d"],
         ),
         (["data.bar_size=7parsecs"], ["data.bar_size", "7parsecs"]),
+        (["hardware=gpu"], ["hardware.accelerator", "no CUDA device"]),
     ],
-    ids=["missing-file", "unknown-ticker", "bar-finer-than-data", "bad-bar-size"],
+    ids=[
+        "missing-file",
+        "unknown-ticker",
+        "bar-finer-than-data",
+        "bad-bar-size",
+        "gpu-without-cuda",
+    ],
 )
 def test_bad_input_is_one_clear_paragraph_before_training(out, overrides, needles):
+    if "hardware=gpu" in overrides and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: hardware=gpu is valid here")
     done = run_app("+model=lstm", *overrides, *TINY[1:], output_root=out)
     _assert_clean_error(done, *needles)
     assert done.returncode == 2

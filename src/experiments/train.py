@@ -80,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             show=bool(cfg.get("print_config", True)) and not cfg.get("quiet"),
         )
         OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
+    check_hardware(cfg.hardware)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.hardware.get("num_threads"):
         torch.set_num_threads(int(cfg.hardware.num_threads))
@@ -98,6 +99,16 @@ def _tags(cfg: DictConfig, data: MarketData) -> list[str]:
     if data.market.synthetic:
         tags.append("synthetic")
     return tags + [str(t) for t in cfg.get("tags") or []]
+
+
+def check_hardware(hw: DictConfig) -> None:
+    """Refuse a GPU hardware config on a machine without a visible CUDA device."""
+    if str(hw.accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"hardware.accelerator is '{hw.accelerator}' but no CUDA device is visible "
+            "(torch.cuda.is_available() is False). Use hardware=cpu (or hardware=ddp_cpu), or "
+            "run on a machine with a GPU and a CUDA build of torch."
+        )
 
 
 def _trainer(cfg: DictConfig, out: Path, logger, monitor: str) -> pl.Trainer:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import env_cfg
+from conftest import crafted, env_cfg
 
 from datamodules.market import Market
 from datamodules.pipeline import MarketData, build_market_data
@@ -22,7 +21,6 @@ from envs.risk import RULES
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "env"
 CAPITAL = 100_000.0
-BARS = 8  # bars per session of the crafted market
 
 
 @pytest.fixture(scope="module")
@@ -127,37 +125,6 @@ def test_flat_policy_keeps_the_capital(data) -> None:
 
 
 # ------------------------------------------------------------------ early ends
-def crafted(close: list[float]) -> Market:
-    """One ticker, 15-minute bars in sessions of ``BARS`` from 10:00, open = previous close."""
-    c = np.asarray(close, dtype=np.float64)[:, None]
-    o = np.concatenate([c[:1], c[:-1]])
-    n = len(c)
-    bar = np.arange(n)
-    stamps = (
-        np.datetime64("2024-01-01T10:00", "m")
-        + (bar // BARS) * np.timedelta64(1, "D")
-        + (bar % BARS) * np.timedelta64(15, "m")
-    ).astype("datetime64[us]")
-    return Market(
-        tickers=("X",),
-        timestamps=stamps,
-        open=o,
-        high=np.maximum(o, c),
-        low=np.minimum(o, c),
-        close=c,
-        volume=np.full((n, 1), 1e6),
-        session=bar // BARS,
-        bar_minutes=15.0,
-        bars_per_session=float(BARS),
-        sessions_per_year=252.0,
-        features=np.log(c / o).astype(np.float32)[:, :, None],
-        feature_names=("gap",),
-        time_features=np.zeros((n, 0), np.float32),
-        time_feature_names=(),
-        sigma=np.full((n, 1), 0.01),
-        adv=np.full((n, 1), 1e6),
-    )
-
 
 CRASH_THEN_RALLY = [100.0] * 10 + [90.0] * 6 + [95.0, 100.0, 105.0, 110.0, 120.0, 130.0, 140.0]
 

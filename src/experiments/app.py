@@ -33,10 +33,33 @@ def unique_dir(path: str) -> str:
     return str(candidate)
 
 
+_RUN_DIRS: dict[tuple[str, str], str] = {}
+
+
+def run_dir(path: str, resume=None, *, _root_) -> str:
+    """The run folder: a new ``unique_dir(path)``, or the folder a ``resume=`` continues.
+    Memoised per (path, resume): Hydra resolves it again after creating the folder."""
+    from experiments.resume import resume_dir
+
+    key = (str(path), str(resume))
+    if key not in _RUN_DIRS:
+        hydra = _root_.get("hydra")
+        overrides = list(hydra.overrides.task) if hydra is not None else []
+        new = unique_dir(path)
+        _RUN_DIRS[key] = resume_dir(new, resume, str(_root_.paths.output_root), overrides)
+    return _RUN_DIRS[key]
+
+
 def register_resolvers() -> None:
-    """Resolvers used by conf/ (``unique_dir``)."""
+    """Resolvers used by conf/ (``unique_dir``, ``run_dir``, ``hydra_subdir``)."""
+    from experiments.resume import hydra_subdir
+
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", run_dir)
+    if not OmegaConf.has_resolver("hydra_subdir"):
+        OmegaConf.register_new_resolver("hydra_subdir", hydra_subdir, use_cache=True)
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -15,13 +15,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from datamodules.errors import ConfigError, UserInputError
 from datamodules.pipeline import MarketData
 from datamodules.windows import WindowDataModule
 from envs.frictions import Frictions
 from envs.metrics import metrics_to_floats
+from experiments.app import CONF_DIR
 from experiments.console import config_tree, metrics_table
 from experiments.plots import equity_plot
 from experiments.wandb_run import finish, make_wandb_logger
@@ -67,10 +68,26 @@ def quiet_logs(cfg: DictConfig) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
+def expand_network(cfg: DictConfig) -> None:
+    """``model.network=gru`` (a name) becomes the preset conf/model/network/gru.yaml, as the
+    config-group override ``model/network=gru`` would give."""
+    network = cfg.model.get("network") if cfg.get("model") is not None else None
+    if not isinstance(network, str):
+        return
+    presets = CONF_DIR / "model" / "network"
+    path = presets / f"{network}.yaml"
+    if not path.exists():
+        names = ", ".join(sorted(p.stem for p in presets.glob("*.yaml")))
+        raise ConfigError(f"model.network is '{network}'; choose one of {names}.")
+    with open_dict(cfg):
+        cfg.model.network = OmegaConf.load(path)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and evaluate the run described by ``cfg``; return its final metrics."""
     out = run_dir(cfg)
     quiet_logs(cfg)
+    expand_network(cfg)
     # Lightning's DDP launcher starts ranks > 0 as copies of this command with LOCAL_RANK set.
     rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0
     if rank_zero:
@@ -86,11 +103,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(int(cfg.hardware.num_threads))
 
     kind = cfg.model.get("kind")
-    if kind != "forecaster":
-        raise ConfigError(
-            f"model.kind is '{kind}'; this build trains forecasters (kind: forecaster)."
-        )
+    if kind not in ("forecaster", "agent"):
+        raise ConfigError(f"model.kind is '{kind}'; use forecaster or agent.")
     data: MarketData = instantiate(cfg.data)
+    if kind == "agent":
+        from experiments.agents import train_agent
+
+        return train_agent(cfg, data, out, _tags(cfg, data), report)
     return train_forecaster(cfg, data, out, rank_zero)
 
 
@@ -202,51 +221,59 @@ def train_forecaster(
 
 def report(
     cfg: DictConfig,
-    module: ForecastModule,
+    module,
     data: MarketData,
     out: Path,
     logger,
     results: dict[str, float],
 ) -> dict[str, float]:
-    """Print test metrics beside buy-and-hold; write metrics.json and the equity plot."""
+    """Print test metrics beside the baselines; write metrics.json and the equity plot.
+
+    ``module.reports["test"]`` maps ``strategy`` (the model) and each baseline (forecasters:
+    buy_and_hold; agents: also flat and random) to its test-split :class:`BacktestResult`.
+    """
     test = module.reports["test"]
-    ours = metrics_to_floats({k: v[0] for k, v in test["strategy"].metrics.items()})
-    hold = metrics_to_floats({k: v[0] for k, v in test["buy_and_hold"].metrics.items()})
+    scored = {
+        name: metrics_to_floats({k: v[0] for k, v in res.metrics.items()})
+        for name, res in test.items()
+    }
+    ours = scored["strategy"]
     market = data.market
-    title = f"{cfg.model.name} on {', '.join(market.tickers)} ({cfg.data.source}, {cfg.data.bar_size}) - test split"
+    name = str(cfg.model.name)
+    title = f"{name} on {', '.join(market.tickers)} ({cfg.data.source}, {cfg.data.bar_size}) - test split"
+    columns = {name if k == "strategy" else k: v for k, v in scored.items()}
     if not cfg.get("quiet"):
-        metrics_table(
-            title,
-            {cfg.model.name: ours, "buy_and_hold": hold},
-            [k for k in (*REPORTED, "periods_per_year") if k in ours],
-        )
+        metrics_table(title, columns, [k for k in (*REPORTED, "periods_per_year") if k in ours])
     plot = equity_plot(
         out / "plots" / "equity_test.png",
         test["strategy"].timestamps,
         {
-            str(cfg.model.name): test["strategy"].equity[0].numpy(),
-            "buy and hold": test["buy_and_hold"].equity[0].numpy(),
+            (name if k == "strategy" else k.replace("_", " ")): res.equity[0].cpu().numpy()
+            for k, res in test.items()
         },
         title + (" [synthetic data]" if market.synthetic else ""),
     )
     summary = {
-        "model": str(cfg.model.name),
+        "model": name,
         "tickers": list(market.tickers),
         "synthetic": market.synthetic,
-        "test": {"strategy": _finite(ours), "buy_and_hold": _finite(hold)},
+        "test": {k: _finite(v) for k, v in scored.items()},
         "logged": _finite(results),
         "periods_per_year": market.periods_per_year,
         "split": {"train": data.split.train, "val": data.split.val, "test": data.split.test},
     }
+    if getattr(module, "risk_totals", None):
+        summary["risk_triggers_test"] = dict(module.risk_totals)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     if logger is not None:
         from PIL import Image
 
         logger.log_image(key="test/equity_curve", images=[Image.open(plot)])
-        logger.experiment.summary.update({f"test/{k}": v for k, v in _finite(ours).items()})
-        logger.experiment.summary.update(
-            {f"test/buy_and_hold_{k}": v for k, v in _finite(hold).items()}
-        )
+        for k, values in scored.items():
+            prefix = "test/" if k == "strategy" else f"test/{k}_"
+            logger.experiment.summary.update(
+                {f"{prefix}{m}": v for m, v in _finite(values).items()}
+            )
     log.info("run folder: %s", out)
     return results
 

@@ -52,8 +52,9 @@ def run_config(cfg: DictConfig) -> dict:
     return plain
 
 
-def make_wandb_logger(cfg: DictConfig, run_dir: Path, tags: list[str]):
-    """A WandbLogger for this job, or None when ``logger.enabled`` is false."""
+def make_wandb_logger(cfg: DictConfig, run_dir: Path, tags: list[str], run_id: str | None = None):
+    """A WandbLogger for this job, or None when ``logger.enabled`` is false. With ``run_id``
+    (a resumed run) it continues that W&B run."""
     if not cfg.logger.get("enabled", False):
         return None
     from pytorch_lightning.loggers import WandbLogger
@@ -71,6 +72,7 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, tags: list[str]):
         mode=mode,
         config=run_config(cfg),
         log_model=False,
+        **({"id": run_id, "resume": "allow"} if run_id else {}),
     )
     # WandbLogger always passes anonymous=None, which wandb 0.31 warns about on every run.
     if logger._wandb_init.get("anonymous") is None:

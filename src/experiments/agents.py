@@ -1,0 +1,235 @@
+"""Train a PPO or DQN agent from the config: envs over the splits, the Trainer, resume, report."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from datamodules.config import dataclass_from
+from datamodules.errors import ConfigError
+from datamodules.pipeline import MarketData
+from envs.factory import make_env
+from experiments.interrupt import GracefulInterrupt
+from experiments.resume import WANDB_ID_FILE, latest_checkpoint
+from experiments.sizing import auto_num_envs
+from experiments.wandb_run import finish, job_overrides, make_wandb_logger
+from modules.agent import AgentModule, Evaluation
+from modules.dqn import DQNLossConfig, DQNModule, DQNOptimConfig, ExplorationConfig, ReplayConfig
+from modules.policies import NetworkConfig
+from modules.ppo import PPOLossConfig, PPOModule, PPOOptimConfig
+from modules.rollouts import RunLength
+
+log = logging.getLogger(__name__)
+ALGORITHMS = ("ppo", "dqn")
+
+
+def env_device(hw: DictConfig) -> torch.device:
+    """Where the env and the agent live: the hardware group's accelerator."""
+    return torch.device("cuda" if str(hw.accelerator) in ("gpu", "cuda") else "cpu")
+
+
+def check_single_process(cfg: DictConfig) -> None:
+    """Agents train in one process; refuse multi-process hardware configs clearly."""
+    hw = cfg.hardware
+    devices = hw.devices
+    many = (isinstance(devices, int) and devices != 1) or int(hw.get("num_nodes", 1)) > 1
+    strategy = hw.strategy
+    ddp = not isinstance(strategy, str) or str(strategy).startswith("ddp")
+    if many or ddp:
+        raise ConfigError(
+            f"hardware: devices={devices}, num_nodes={hw.get('num_nodes', 1)}, strategy="
+            f"{strategy if isinstance(strategy, str) else strategy.get('_target_')}: RL agents "
+            "(+model=ppo, +model=dqn) train in one process, with all envs batched on one "
+            "device; multi-process DDP is supported for forecasters only. Use hardware=cpu or "
+            "hardware=gpu (and more envs: env.num_envs=auto) to scale an agent."
+        )
+
+
+def _num_envs(cfg: DictConfig, data: MarketData, device: torch.device) -> int:
+    value = cfg.env.num_envs
+    if str(value) != "auto":
+        if int(value) < 1:
+            raise ConfigError(f"env.num_envs is {value}; use >= 1 or auto.")
+        return int(value)
+    probe = make_env(data.market, data.split.train, OmegaConf.to_container(cfg.env), num_envs=1)
+    return auto_num_envs(
+        probe.obs_dim,
+        data.market.num_assets,
+        int(cfg.model.collector.frames_per_env),
+        device,
+        int(cfg.env.get("auto_envs_cap", 1024)),
+    )
+
+
+def build_agent(cfg: DictConfig, data: MarketData, device: torch.device) -> AgentModule:
+    """The configured agent over an env on the training split of ``data``."""
+    model = cfg.model
+    algorithm = str(model.get("algorithm"))
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(
+            f"model.algorithm is '{algorithm}'; agents are one of {', '.join(ALGORITHMS)}."
+        )
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    num_envs = _num_envs(cfg, data, device)
+    env = make_env(
+        data.market,
+        data.split.train,
+        env_cfg,
+        num_envs=num_envs,
+        device=device,
+        seed=int(cfg.seed),
+    )
+    evaluation = Evaluation(data.market, data.split.val, data.split.test, env_cfg, int(cfg.seed))
+    collector = model.collector
+    length = dataclass_from(
+        RunLength,
+        {k: collector.get(k) for k in ("iterations", "total_frames", "episodes")},
+        "model.collector",
+    )
+    network = dataclass_from(NetworkConfig, model.network, "model.network")
+    frames_per_env = int(collector.frames_per_env)
+    if algorithm == "ppo":
+        optim = OmegaConf.to_container(model.optim, resolve=True)
+        if str(optim.get("minibatch_size")) == "auto":
+            # A quarter of the iteration's frames, within the memory auto_num_envs allowed.
+            optim["minibatch_size"] = max(1, num_envs * frames_per_env // 4)
+            log.info("model.optim.minibatch_size=auto: %d frames", optim["minibatch_size"])
+        return PPOModule(
+            env,
+            evaluation,
+            length,
+            frames_per_env,
+            network,
+            dataclass_from(PPOLossConfig, model.loss, "model.loss"),
+            dataclass_from(PPOOptimConfig, optim, "model.optim"),
+        )
+    return DQNModule(
+        env,
+        evaluation,
+        length,
+        frames_per_env,
+        int(collector.get("learning_starts", 0)),
+        network,
+        dataclass_from(DQNLossConfig, model.loss, "model.loss"),
+        dataclass_from(ReplayConfig, model.replay, "model.replay"),
+        dataclass_from(DQNOptimConfig, model.optim, "model.optim"),
+        dataclass_from(ExplorationConfig, model.exploration, "model.exploration"),
+    )
+
+
+def _resume_point(cfg: DictConfig, out: Path) -> Path | None:
+    if cfg.get("resume") in (None, ""):
+        return None
+    ckpt = latest_checkpoint(out)
+    if ckpt is None and str(cfg.resume) != "auto":
+        raise ConfigError(
+            f"resume={cfg.resume}: no checkpoint in {out / 'checkpoints'}. Give the folder of a "
+            "run that saved one (it holds checkpoints/last.ckpt or interrupted.ckpt), or "
+            "resume=auto."
+        )
+    if ckpt is None:
+        log.info(
+            "resume=auto: no earlier run with these overrides has a checkpoint; starting fresh"
+        )
+    else:
+        log.info("resuming from %s", ckpt)
+    return ckpt
+
+
+def _trainer(cfg: DictConfig, module: AgentModule, out: Path, logger, interrupt) -> pl.Trainer:
+    hw = cfg.hardware
+    every_eval = int(cfg.model.eval.every_n_iterations)
+    every_ckpt = int(cfg.model.checkpoint.every_n_iterations)
+    if every_eval < 1 or every_ckpt < 1:
+        raise ConfigError(
+            "model.eval.every_n_iterations and model.checkpoint.every_n_iterations must be >= 1."
+        )
+    ckpt_dir = out / "checkpoints"
+    callbacks: list[pl.Callback] = [
+        pl.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best-iter{epoch:04d}",
+            auto_insert_metric_name=False,
+            monitor="val/score",
+            mode="max",
+            save_top_k=1,
+            every_n_epochs=every_eval,
+        ),
+        pl.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=every_ckpt
+        ),
+        interrupt,
+    ]
+    show_bars = not cfg.get("quiet")
+    if show_bars:
+        callbacks.append(pl.callbacks.RichProgressBar(leave=False))
+    max_iter = module.max_iterations
+    return pl.Trainer(
+        accelerator=hw.accelerator,
+        devices=1,
+        precision=hw.precision,
+        deterministic=bool(hw.get("deterministic", False)),
+        max_epochs=max_iter if max_iter is not None else -1,
+        check_val_every_n_epoch=every_eval,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        enable_progress_bar=show_bars,
+        enable_model_summary=show_bars,
+        default_root_dir=str(out),
+    )
+
+
+def resume_command(out: Path) -> str:
+    """The command that continues this run."""
+    args = [o for o in job_overrides() if not o.startswith("resume=")]
+    return " ".join(
+        ["python -m experiments", *map(shlex.quote, args), f"resume={shlex.quote(str(out))}"]
+    )
+
+
+def train_agent(cfg: DictConfig, data: MarketData, out: Path, tags: list[str], report) -> dict:
+    """Fit the agent, then score its best checkpoint on validation and test."""
+    check_single_process(cfg)
+    device = env_device(cfg.hardware)
+    module = build_agent(cfg, data, device)
+    ckpt = _resume_point(cfg, out)
+    id_file = out / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if ckpt is not None and id_file.exists() else None
+    logger = make_wandb_logger(cfg, out, tags, run_id=run_id)
+    if logger is not None and not id_file.exists():
+        id_file.write_text(logger.experiment.id)
+    interrupt = GracefulInterrupt(out / "checkpoints")
+    log.info(
+        "%s: %d envs x %d frames per iteration; length %s",
+        cfg.model.name,
+        module.num_envs,
+        module.frames_per_env,
+        module.length.describe,
+    )
+    try:
+        trainer = _trainer(cfg, module, out, logger, interrupt)
+        trainer.fit(module, ckpt_path=str(ckpt) if ckpt is not None else None)
+        if interrupt.saved is not None:
+            print(
+                f"Interrupted at iteration {module.iteration} ({module.frames:,} frames); saved "
+                f"{interrupt.saved}.\nResume with:\n  {resume_command(out)}",
+                file=sys.stderr,
+            )
+            return {}
+        best = trainer.checkpoint_callback.best_model_path or None
+        trainer.validate(module, ckpt_path=best, verbose=False)
+        results = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        trainer.test(module, ckpt_path=best, verbose=False)
+        results.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        return report(cfg, module, data, out, logger, results)
+    finally:
+        interrupt.restore()
+        finish(logger)

@@ -1,0 +1,74 @@
+"""Ctrl+C and SIGTERM stop a training run cleanly at the end of the current iteration.
+
+The first SIGINT or SIGTERM lets the iteration finish, saves ``checkpoints/interrupted.ckpt``
+(``interrupted-1.ckpt``... if one exists, so no checkpoint is ever overwritten), stops the
+Trainer and lets the run exit 0 after printing how to resume. A second SIGINT exits at once
+(status 130) without saving.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+def unique_path(path: Path) -> Path:
+    """``path``, or ``stem-1.ext``, ``stem-2.ext``... if it exists."""
+    candidate, n = path, 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+class GracefulInterrupt(pl.Callback):
+    """Installs the signal handlers while the Trainer fits; saves and stops when signalled."""
+
+    def __init__(self, checkpoint_dir: Path) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.requested: str | None = None
+        self.saved: Path | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.requested is not None and signum == signal.SIGINT:
+            print("\nSecond Ctrl+C: exiting now, without saving.", file=sys.stderr, flush=True)
+            os._exit(130)
+        if self.requested is None:
+            self.requested = name
+            print(
+                f"\n{name} received: finishing this iteration, then saving a checkpoint "
+                "(Ctrl+C again to exit at once).",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Installed after Lightning's own handlers, which would otherwise end the run mid-step.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.requested is None or self.saved is not None:
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.saved = unique_path(self.checkpoint_dir / "interrupted.ckpt")
+        trainer.save_checkpoint(self.saved)
+        trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

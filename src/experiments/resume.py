@@ -1,0 +1,69 @@
+"""``resume=auto`` / ``resume=PATH``: continue a run in its own folder from its latest checkpoint.
+
+``resume=PATH`` continues the run in folder PATH. ``resume=auto`` continues the newest run
+under ``<output_root>/runs/`` that was started with the same overrides (``resume=`` and
+``hydra.*`` aside) and has a checkpoint; if there is none it starts a fresh run. The resumed
+job writes its Hydra files to ``.hydra/resumed-<time>/`` so the original ones stay as they
+were, logs to the same W&B run id, and continues from the newest checkpoint in
+``checkpoints/`` (``interrupted*.ckpt`` or ``last.ckpt``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def _comparable(overrides) -> list[str]:
+    return sorted(
+        str(o) for o in overrides if not str(o).startswith(("resume=", "hydra.", "paths."))
+    )
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``*.ckpt`` in ``run_dir/checkpoints`` (by modification time), or None."""
+    found = list((Path(run_dir) / "checkpoints").glob("*.ckpt"))
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def find_resumable(output_root: str, overrides) -> Path | None:
+    """The newest run folder under ``output_root/runs`` started with ``overrides`` that holds
+    a checkpoint, or None."""
+    wanted = _comparable(overrides)
+    best: tuple[float, Path] | None = None
+    for saved in Path(output_root, "runs").glob("*/*/.hydra/overrides.yaml"):
+        run = saved.parent.parent
+        ckpt = latest_checkpoint(run)
+        if ckpt is None:
+            continue
+        try:
+            theirs = yaml.safe_load(saved.read_text()) or []
+        except (OSError, yaml.YAMLError):
+            continue
+        if _comparable(theirs) != wanted:
+            continue
+        stamp = ckpt.stat().st_mtime
+        if best is None or stamp > best[0]:
+            best = (stamp, run)
+    return best[1] if best else None
+
+
+def resume_dir(new_dir: str, resume, output_root: str, overrides) -> str:
+    """The run folder for ``hydra.run.dir``: ``new_dir`` unless resuming (see module doc)."""
+    if resume in (None, "", "null", "None"):
+        return new_dir
+    if str(resume) == "auto":
+        found = find_resumable(output_root, overrides)
+        return str(found) if found is not None else new_dir
+    return str(resume)
+
+
+def hydra_subdir(run_dir: str) -> str:
+    """``.hydra`` for a new folder; ``.hydra/resumed-<time>`` when continuing an old one."""
+    if (Path(run_dir) / ".hydra" / "config.yaml").exists():
+        return f".hydra/resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    return ".hydra"

@@ -15,6 +15,7 @@ from datamodules.config import dataclass_from
 from datamodules.errors import ConfigError
 from datamodules.pipeline import MarketData
 from envs.factory import make_env
+from experiments.checkpoints import PeriodicCheckpoint
 from experiments.interrupt import GracefulInterrupt
 from experiments.resume import WANDB_ID_FILE, latest_checkpoint
 from experiments.sizing import auto_num_envs
@@ -161,9 +162,7 @@ def _trainer(cfg: DictConfig, module: AgentModule, out: Path, logger, interrupt)
             save_top_k=1,
             every_n_epochs=every_eval,
         ),
-        pl.callbacks.ModelCheckpoint(
-            dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=every_ckpt
-        ),
+        PeriodicCheckpoint(ckpt_dir, every_ckpt),
         interrupt,
     ]
     show_bars = not cfg.get("quiet")

@@ -79,7 +79,7 @@ def run(cfg: DictConfig) -> float | None:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
     name = cfg.get("optimized_metric")
-    if not name:
+    if not name or not metrics:  # no metrics: the run was interrupted and saved for resuming
         return None
     if name not in metrics:
         log.warning(

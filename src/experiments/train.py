@@ -63,6 +63,7 @@ def quiet_logs(cfg: DictConfig) -> None:
         "lightning.pytorch",
         "datamodules",
         "experiments",
+        "torchrl",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -91,12 +92,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Lightning's DDP launcher starts ranks > 0 as copies of this command with LOCAL_RANK set.
     rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0
     if rank_zero:
+        # A resumed run keeps the first run's copies and writes its own beside its Hydra files.
+        keep = out / "resolved_config.yaml"
+        where = (
+            out / HydraConfig.get().output_subdir
+            if keep.exists() and HydraConfig.initialized()
+            else out
+        )
+        where.mkdir(parents=True, exist_ok=True)
         config_tree(
             cfg,
-            save_to=out / "config_tree.txt",
+            save_to=where / "config_tree.txt",
             show=bool(cfg.get("print_config", True)) and not cfg.get("quiet"),
         )
-        OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
+        OmegaConf.save(cfg, where / "resolved_config.yaml", resolve=True)
     check_hardware(cfg.hardware)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.hardware.get("num_threads"):

@@ -293,8 +293,9 @@ class AgentModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("agent_state")
-        if state is None:
-            return
+        trainer = self._trainer
+        if state is None or (trainer is not None and not trainer.training):
+            return  # validate/test load weights only; the training state matters to fit
         if self.collector is not None:
             self._restore(state)
         else:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torchrl.data import (
     Categorical,
@@ -278,6 +278,7 @@ class DQNModule(AgentModule):
             "update_debt": self._update_debt,
             "updates": self.updates,
             "epsilon": self.explore.epsilon,
+            "hard_update_counter": int(getattr(self.target_updater, "counter", 0)),
         }
 
     def load_extra_state(self, state: dict) -> None:
@@ -285,12 +286,18 @@ class DQNModule(AgentModule):
         self._update_debt = float(state["update_debt"])
         self.updates = int(state["updates"])
         self.explore.epsilon = float(state["epsilon"])
+        if hasattr(self.target_updater, "counter"):
+            self.target_updater.counter = int(state["hard_update_counter"])
 
 
 def replay_state(buffer: TensorDictReplayBuffer) -> dict:
     """A replay buffer's state (storage, writer, sampler priorities) as plain tensors and
     numbers, so a checkpoint holding it loads with ``weights_only=True``."""
     state = _plain(buffer.state_dict())
+    storage = state["_storage"]
+    if isinstance(storage.get("_storage"), dict):  # keep the filled rows only
+        filled = int(storage["_len"])
+        storage["_storage"] = {k: v[:filled].clone() for k, v in storage["_storage"].items()}
     sampler = buffer.sampler
     if isinstance(sampler, PrioritizedSampler):
         leaves = torch.arange(sampler._max_capacity)
@@ -301,21 +308,30 @@ def replay_state(buffer: TensorDictReplayBuffer) -> dict:
 
 def load_replay_state(buffer: TensorDictReplayBuffer, state: dict) -> None:
     """Restore what :func:`replay_state` returned into a buffer built with the same config."""
-    state = dict(state)
     sampler = buffer.sampler
+    saved = dict(state["_sampler"])
     if isinstance(sampler, PrioritizedSampler):
-        saved = dict(state["_sampler"])
         leaves = torch.arange(sampler._max_capacity)
         for key in ("_sum_tree", "_min_tree"):
             tree = copy.deepcopy(getattr(sampler, key))
             tree[leaves] = saved[key]
             saved[key] = tree
-        state["_sampler"] = saved
-    buffer.load_state_dict(state)
-    storage = buffer._storage
-    if storage._storage is not None and storage._storage.batch_dims == 0:
-        # A state dict does not carry the batch size: one row per stored transition.
-        storage._storage.batch_size = [storage.max_size]
+    sampler.load_state_dict(saved)
+    storage, stored = buffer._storage, state["_storage"]
+    rows = stored.get("_storage")
+    if isinstance(rows, dict) and rows:
+        # The filled rows (flat "next.observation" keys), padded back to the capacity.
+        size = storage.max_size
+        padded = {
+            k: torch.cat([v, v.new_zeros((size - v.shape[0], *v.shape[1:]))])
+            for k, v in rows.items()
+        }
+        storage._storage = TensorDict(
+            padded, batch_size=[size], device=None if storage.device == "auto" else storage.device
+        ).unflatten_keys(".")
+        storage.initialized = True
+    storage._len = int(stored["_len"])
+    buffer._writer.load_state_dict(state["_writer"])
 
 
 def _plain(state):

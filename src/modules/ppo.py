@@ -170,7 +170,19 @@ class PPOModule(AgentModule):
         batch["value_target"] = target
 
     def _minibatches(self, batch: TensorDictBase):
-        """Shuffled minibatches: frames (MLP) or whole env rows (recurrent)."""
+        """Shuffled minibatches: frames (MLP) or whole env rows (recurrent), holding only what
+        the loss reads (gathering the env's info for every minibatch would dominate)."""
+        keys = [
+            "observation",
+            "action",
+            "action_log_prob",
+            "advantage",
+            "value_target",
+            "state_value",
+        ]
+        if self.recurrent:
+            keys += ["is_init", ACTOR_STATE, CRITIC_STATE]
+        batch = batch.select(*keys)
         size = self.optim_cfg.minibatch_size
         if self.recurrent:
             rows = max(1, size // batch.shape[1])

@@ -1,0 +1,31 @@
+"""``checkpoints/last.ckpt`` every N iterations, written atomically (a crash or a kill while
+saving leaves the previous one intact)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class PeriodicCheckpoint(pl.Callback):
+    """Saves the whole training state to ``dirpath/last.ckpt`` every ``every_n_epochs`` epochs
+    (one agent iteration is one epoch). Saved at an epoch's end, so a resumed fit starts at
+    the next epoch exactly."""
+
+    def __init__(self, dirpath: Path, every_n_epochs: int) -> None:
+        self.dirpath = Path(dirpath)
+        self.every = int(every_n_epochs)
+
+    def save(self, trainer: pl.Trainer) -> Path:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        final = self.dirpath / "last.ckpt"
+        partial = self.dirpath / ".last.ckpt.partial"
+        trainer.save_checkpoint(partial)
+        os.replace(partial, final)
+        return final
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every == 0:
+            self.save(trainer)

@@ -1,0 +1,288 @@
+"""RL agents from the command line: every model x env pair trains, resumes exactly after
+Ctrl+C, refuses what it cannot do, and learns what is there (slow tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_metrics, run_app, run_folders
+
+# An agent run small enough for tests: 60 sessions, 8 envs, 3 iterations of 8 steps.
+AGENT_TINY = [
+    "data.synthetic.sessions=60",
+    "env.num_envs=8",
+    "++model.collector.frames_per_env=8",
+    "++model.collector.iterations=3",
+    "++model.eval.every_n_iterations=1",
+    "++model.checkpoint.every_n_iterations=1",
+    "print_config=false",
+    "quiet=true",
+]
+DQN_TINY = ["++model.collector.learning_starts=64", "++model.replay.batch_size=32"]
+
+
+def test_every_model_and_env_pair_trains_and_reports_against_baselines(out):
+    result = run_app(
+        "-m",
+        "+model=ppo,dqn",
+        "env=single_ticker,dual_ticker,portfolio",
+        *AGENT_TINY,
+        *DQN_TINY,
+        "logger=none",
+        output_root=out,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders = run_folders(out)
+    assert len(folders) == 6
+    seen = set()
+    for folder in folders:
+        metrics = read_metrics(folder)
+        assert set(metrics["test"]) == {"strategy", "buy_and_hold", "flat", "random"}
+        assert metrics["test"]["flat"]["total_return"] == 0.0
+        assert "val/score" in metrics["logged"] and "test/score" in metrics["logged"]
+        assert (folder / "plots" / "equity_test.png").exists()
+        assert list((folder / "checkpoints").glob("*.ckpt"))
+        seen.add((metrics["model"], tuple(metrics["tickers"])))
+    assert {m for m, _ in seen} == {"ppo", "dqn"}
+    assert len({t for _, t in seen}) == 3
+
+
+def test_ppo_with_a_gru_policy_trains_on_dual_ticker_and_logs_to_wandb(out):
+    result = run_app(
+        "+model=ppo",
+        "env=dual_ticker",
+        "model.network=gru",
+        "env.episode.length=8",
+        *AGENT_TINY,
+        output_root=out,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = run_folders(out)
+    config = (folder / "resolved_config.yaml").read_text()
+    assert "kind: gru" in config
+    logged = read_metrics(folder)["logged"]
+    assert np.isfinite(logged["test/sharpe"])
+    runs = list((folder / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    history = (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").read_bytes()
+    for key in (b"train/fps", b"train/loss_critic", b"train/kl_approx", b"train/episode_return"):
+        assert key in history, key
+
+
+def test_unknown_network_name_is_a_clear_error(out):
+    result = run_app("+model=ppo", "model.network=transformerz", *AGENT_TINY, output_root=out)
+    assert result.returncode == 2
+    assert "model.network" in result.stderr and "gru" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dqn_refuses_a_recurrent_network_with_a_clear_message(out):
+    result = run_app("+model=dqn", "model/network=gru", *AGENT_TINY, output_root=out)
+    assert result.returncode == 2
+    assert "model/network=mlp" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ddp_is_refused_for_agents_with_a_clear_message(out):
+    result = run_app(
+        "+model=ppo", "env=dual_ticker", "hardware=ddp_cpu", *AGENT_TINY, output_root=out
+    )
+    assert result.returncode == 2
+    assert "one process" in result.stderr and "Traceback" not in result.stderr
+
+
+def _agent_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "experiments",
+        "+model=dqn",
+        "env=single_ticker",
+        "data.synthetic.sessions=60",
+        "env.num_envs=8",
+        "model.collector.frames_per_env=8",
+        "model.collector.iterations=200",
+        "model.collector.learning_starts=64",
+        "model.replay.batch_size=32",
+        "model.eval.every_n_iterations=10",
+        "model.checkpoint.every_n_iterations=10",
+        "print_config=false",
+        "quiet=true",
+        f"paths.output_root={out}",
+        *extra,
+    ]
+
+
+def _env() -> dict:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    env.pop("LOCAL_RANK", None)
+    return env
+
+
+def test_a_run_stopped_by_ctrl_c_resumes_to_exactly_the_uninterrupted_result(tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    done = subprocess.run(_agent_cmd(straight), capture_output=True, text=True, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = subprocess.Popen(
+        _agent_cmd(stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    # Interrupt once training is under way (the first periodic checkpoint exists).
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(stopped.rglob("last.ckpt")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Resume with:" in err
+    (folder,) = [p.parent.parent for p in stopped.rglob("interrupted.ckpt")]
+    assert not (folder / "metrics.json").exists()
+    checkpoint = torch.load(folder / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    assert 0 < checkpoint["agent_state"]["iteration"] < 200
+
+    resumed = subprocess.run(
+        _agent_cmd(stopped, f"resume={folder}"), capture_output=True, text=True, env=_env()
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = read_metrics(run_folders(straight)[0])
+    b = read_metrics(folder)
+    assert a["test"] == b["test"]
+    assert {k: v for k, v in a["logged"].items()} == {k: v for k, v in b["logged"].items()}
+    # The resumed job kept the first job's files and continued its W&B run.
+    assert len(list((folder / ".hydra").glob("resumed-*"))) == 1
+    ids = {p.name.split("-")[-1] for p in (folder / "wandb").glob("offline-run-*")}
+    assert len(ids) == 1 and len(list((folder / "wandb").glob("offline-run-*"))) == 2
+
+
+def test_resume_auto_finds_the_run_with_the_same_overrides(tmp_path):
+    out = tmp_path / "outputs"
+    first = subprocess.run(
+        _agent_cmd(out, "model.collector.iterations=10", "logger=none"),
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    (folder,) = run_folders(out)
+    before = json.loads((folder / "metrics.json").read_text())
+    again = subprocess.run(
+        _agent_cmd(out, "model.collector.iterations=10", "logger=none", "resume=auto"),
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert run_folders(out) == [folder]  # no new folder: it continued the finished run
+    assert json.loads((folder / "metrics.json").read_text())["test"] == before["test"]
+
+
+def test_resume_from_a_folder_without_checkpoints_is_a_clear_error(out, tmp_path):
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    result = run_app("+model=ppo", *AGENT_TINY, f"resume={empty}", output_root=out)
+    assert result.returncode == 2
+    assert "no checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_diverging_run_stops_with_a_clear_message(out):
+    result = run_app(
+        "+model=ppo",
+        *AGENT_TINY,
+        "++model.collector.iterations=6",
+        "model.optim.actor_lr=1e30",
+        "model.optim.critic_lr=1e30",
+        "model.optim.max_grad_norm=null",
+        "logger=none",
+        output_root=out,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "diverged" in result.stderr and "NaN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+NO_COSTS = [
+    "env.costs.commission_bps=0",
+    "env.costs.spread_bps=0",
+    "env.costs.slippage_bps=0",
+    "env.costs.impact_coef=0",
+]
+LEARNING = {
+    "ppo": ["model.collector.total_frames=160000"],
+    "dqn": ["model.collector.total_frames=150000"],
+}
+
+
+def _oracle_sharpe(sessions: int) -> float:
+    """Test-split Sharpe of a policy that knows the planted component: long when bar t's
+    open-to-close return (which carries bar t's shock) is up, short when down."""
+    from datamodules.pipeline import build_market_data
+    from envs.backtest import backtest
+    from envs.frictions import Frictions
+
+    data = build_market_data(
+        source="synthetic",
+        tickers=["NVDA"],
+        bar_size="15min",
+        seed=42,
+        cache_dir=None,
+        synthetic={"sessions": sessions, "planted_strength": 0.3},
+    )
+    market, (start, stop) = data.market, data.split.test
+    signs = np.sign(np.log(market.close / market.open))[start : stop - 1]
+    result = backtest(market, torch.as_tensor(signs), start, Frictions(0, 0, 0, 0))
+    return float(result.metrics["sharpe"][0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["ppo", "dqn"])
+def test_agent_learns_a_planted_component(out, model):
+    result = run_app(
+        f"+model={model}",
+        "env=single_ticker",
+        "data.synthetic.planted_strength=0.3",
+        "data.synthetic.sessions=300",
+        *NO_COSTS,
+        *LEARNING[model],
+        "model.eval.every_n_iterations=10",
+        "print_config=false",
+        "quiet=true",
+        "logger=none",
+        output_root=out,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sharpe = read_metrics(run_folders(out)[0])["test"]["strategy"]["sharpe"]
+    oracle = _oracle_sharpe(300)
+    assert sharpe > 2.0 and sharpe >= 0.5 * oracle, (sharpe, oracle)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["ppo", "dqn"])
+def test_agent_does_not_beat_flat_on_a_market_with_nothing_to_learn(out, model):
+    result = run_app(
+        f"+model={model}",
+        "env=single_ticker",
+        "data.synthetic.sessions=300",
+        *LEARNING[model],
+        "model.eval.every_n_iterations=10",
+        "print_config=false",
+        "quiet=true",
+        "logger=none",
+        output_root=out,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(run_folders(out)[0])
+    test = metrics["test"]["strategy"]
+    start, stop = metrics["split"]["test"]
+    # Flat has Sharpe 0; a Sharpe estimate over n bars has a standard error of about
+    # sqrt(periods_per_year / n) (annualised) when there is nothing to find.
+    noise = 2.0 * np.sqrt(metrics["periods_per_year"] / (stop - start))
+    assert (test["sharpe"] or 0.0) < noise, (test["sharpe"], noise)
+    assert test["total_return"] < 0.05

@@ -128,3 +128,30 @@ def crafted(
         sigma=np.full((n, a), 0.01),
         adv=np.full((n, a), 1e6),
     )
+
+
+# ------------------------------------------------------------------ RL agents (see agent_helpers)
+@pytest.fixture(scope="session")
+def agent_data():
+    """One synthetic ticker, 40 sessions of 15-minute bars, split train/val/test."""
+    return build_market_data(
+        source="synthetic",
+        tickers=["AAA"],
+        bar_size="15min",
+        seed=0,
+        window=4,
+        cache_dir=None,
+        synthetic={"sessions": 40},
+    )
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny networks step faster on one intra-op thread (and far faster when the cores are
+    shared with other processes); the thread count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -198,6 +198,11 @@ def train_agent(cfg: DictConfig, data: MarketData, out: Path, tags: list[str], r
     """Fit the agent, then score its best checkpoint on validation and test."""
     check_single_process(cfg)
     device = env_device(cfg.hardware)
+    if device.type == "cpu" and cfg.hardware.get("num_threads") is None:
+        # Small networks and a batched env are dominated by per-op overhead, and OpenMP's
+        # thread team slows to a crawl when another process shares the cores.
+        torch.set_num_threads(1)
+        log.info("agent on CPU: 1 torch thread (set hardware.num_threads to change)")
     module = build_agent(cfg, data, device)
     ckpt = _resume_point(cfg, out)
     id_file = out / WANDB_ID_FILE

@@ -132,6 +132,14 @@ class AgentModule(pl.LightningModule):
         return the numbers to log (0-d tensors), including every loss."""
         raise NotImplementedError
 
+    def step_schedulers(self) -> None:
+        """Advance every LR scheduler by one iteration."""
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
     def postproc(self):
         """A transform of each collected batch (e.g. n-step returns), or None."""
         return None
@@ -185,7 +193,13 @@ class AgentModule(pl.LightningModule):
         self.iteration += 1
         frames = int(batch.numel())
         self.frames += frames
-        stats = self.learn(batch)
+        try:
+            stats = self.learn(batch)
+        except (RuntimeError, ValueError):
+            # A NaN update mid-iteration breaks the next sampling step inside torch; report the
+            # divergence rather than that error.
+            self._check_finite({})
+            raise
         self._check_finite(stats)
         now = time.perf_counter()
         elapsed = now - (self._clock or now)
@@ -220,17 +234,23 @@ class AgentModule(pl.LightningModule):
             self.trainer.should_stop = True  # the length is in episodes (RunLength)
 
     def _check_finite(self, stats: Mapping[str, torch.Tensor]) -> None:
-        bad = [k for k, v in stats.items() if not bool(torch.isfinite(v).all())]
-        bad += [n for n, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
-        if bad:
-            raise TrainingDiverged(
-                f"Training diverged at iteration {self.iteration} (frame {self.frames:,}): "
-                f"{', '.join(bad[:5])} became NaN or infinite. The run stopped without saving "
-                "this state; the last good checkpoint is in the run's checkpoints/ folder "
-                "(last.ckpt). Lower the learning rates (model.optim.*), set "
-                "model.optim.max_grad_norm, or check the reward scale (env.reward.scale, "
-                "env.reward.normalize=true)."
-            )
+        params = [n for n, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
+        values = [k for k, v in stats.items() if not bool(torch.isfinite(v).all())]
+        if not params and not values:
+            return
+        parts = []
+        if values:
+            parts.append("logged values " + ", ".join(values[:6]))
+        if params:
+            more = f" (and {len(params) - 4} more)" if len(params) > 4 else ""
+            parts.append("parameters " + ", ".join(params[:4]) + more)
+        raise TrainingDiverged(
+            f"Training diverged at iteration {self.iteration} (frame {self.frames:,}): "
+            f"{'; '.join(parts)} became NaN or infinite. The run stopped without saving this "
+            "state; the last good checkpoint is in the run's checkpoints/ folder (last.ckpt). "
+            "Lower the learning rates (model.optim.*), set model.optim.max_grad_norm, or check "
+            "the reward scale (env.reward.scale, env.reward.normalize=true)."
+        )
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, span: tuple[int, int], policy: Greedy) -> tuple[BacktestResult, dict]:

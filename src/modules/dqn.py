@@ -190,8 +190,11 @@ class DQNModule(AgentModule):
         if loss.target_update == "soft":
             self.target_updater = SoftUpdate(self.loss_module, tau=loss.tau)
         else:
+            # TorchRL's HardUpdate copies when its counter, reset to 0 at each copy, reaches
+            # the interval: every interval + 1 updates.
             self.target_updater = HardUpdate(
-                self.loss_module, value_network_update_interval=loss.hard_update_period
+                self.loss_module,
+                value_network_update_interval=max(int(loss.hard_update_period) - 1, 0),
             )
         device = env.device
         sampler = (
@@ -254,8 +257,7 @@ class DQNModule(AgentModule):
             with torch.no_grad():  # Q of the taken actions in the last sample (reward units)
                 q = self.qnet(sample["observation"]).gather(-1, sample["action"].unsqueeze(-1))
             stats["q_value"] = q.mean()
-            for scheduler in self.lr_schedulers() or []:
-                scheduler.step()
+        self.step_schedulers()
         self.explore.epsilon = self.exploration.epsilon(max(self.frames - self.learning_starts, 0))
         stats["epsilon"] = torch.tensor(self.explore.epsilon)
         stats["updates"] = torch.tensor(float(self.updates))

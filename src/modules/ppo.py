@@ -215,18 +215,20 @@ class PPOModule(AgentModule):
                 self.manual_backward(actor_loss + critic_loss)
                 self._step(opt_actor, actor_params)
                 self._step(opt_critic, critic_params)
+                # KL(old || new) estimated as mean(r - 1 - log r) >= 0 (r = new/old prob).
+                kl = (out["mean_ratio"] - 1.0 + out["kl_approx"]).detach()
                 for key in (
                     "loss_objective",
                     "loss_critic",
                     "loss_entropy",
                     "entropy",
-                    "kl_approx",
                     "clip_fraction",
                 ):
                     if key in out:
                         sums[key] = sums.get(key, 0.0) + out[key].detach()
+                sums["kl"] = sums.get("kl", 0.0) + kl
                 count += 1
-                kl_epoch += float(out["kl_approx"]) if "kl_approx" in out else 0.0
+                kl_epoch += float(kl)
                 n_epoch += 1
             epochs_run += 1
             target = self.optim_cfg.target_kl
@@ -239,8 +241,7 @@ class PPOModule(AgentModule):
                 opt_critic.zero_grad()
                 self.manual_backward(out["loss_critic"])
                 self._step(opt_critic, critic_params)
-        for scheduler in self.lr_schedulers() or []:
-            scheduler.step()
+        self.step_schedulers()
         stats = {k: v / count for k, v in sums.items()}
         stats["explained_variance"] = _explained_variance(
             batch["state_value"], batch["value_target"]

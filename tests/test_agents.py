@@ -198,10 +198,7 @@ def test_a_diverging_run_stops_with_a_clear_message(out):
     result = run_app(
         "+model=ppo",
         *AGENT_TINY,
-        "++model.collector.iterations=6",
-        "model.optim.actor_lr=1e30",
-        "model.optim.critic_lr=1e30",
-        "model.optim.max_grad_norm=null",
+        "env.reward.scale=1e40",  # float32 rewards overflow to inf: the critic's loss follows
         "logger=none",
         output_root=out,
     )
@@ -243,24 +240,29 @@ def _oracle_sharpe(sessions: int) -> float:
     return float(result.metrics["sharpe"][0])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model", ["ppo", "dqn"])
-def test_agent_learns_a_planted_component(out, model):
+def _learning_run(out: Path, model: str, *extra: str) -> dict:
+    """Train ``model`` on 300 sessions of one synthetic ticker; return its metrics.json."""
     result = run_app(
         f"+model={model}",
         "env=single_ticker",
-        "data.synthetic.planted_strength=0.3",
         "data.synthetic.sessions=300",
-        *NO_COSTS,
         *LEARNING[model],
         "model.eval.every_n_iterations=10",
         "print_config=false",
         "quiet=true",
         "logger=none",
+        *extra,
         output_root=out,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sharpe = read_metrics(run_folders(out)[0])["test"]["strategy"]["sharpe"]
+    return read_metrics(run_folders(out)[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["ppo", "dqn"])
+def test_agent_learns_a_planted_component(out, model):
+    metrics = _learning_run(out, model, "data.synthetic.planted_strength=0.3", *NO_COSTS)
+    sharpe = metrics["test"]["strategy"]["sharpe"]
     oracle = _oracle_sharpe(300)
     assert sharpe > 2.0 and sharpe >= 0.5 * oracle, (sharpe, oracle)
 
@@ -268,19 +270,7 @@ def test_agent_learns_a_planted_component(out, model):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["ppo", "dqn"])
 def test_agent_does_not_beat_flat_on_a_market_with_nothing_to_learn(out, model):
-    result = run_app(
-        f"+model={model}",
-        "env=single_ticker",
-        "data.synthetic.sessions=300",
-        *LEARNING[model],
-        "model.eval.every_n_iterations=10",
-        "print_config=false",
-        "quiet=true",
-        "logger=none",
-        output_root=out,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = read_metrics(run_folders(out)[0])
+    metrics = _learning_run(out, model)  # costs on, nothing planted
     test = metrics["test"]["strategy"]
     start, stop = metrics["split"]["test"]
     # Flat has Sharpe 0; a Sharpe estimate over n bars has a standard error of about

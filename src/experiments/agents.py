@@ -52,6 +52,22 @@ def check_single_process(cfg: DictConfig) -> None:
         )
 
 
+# From this many envs the per-op tensors are big enough for several intra-op threads to pay.
+MANY_ENVS = 512
+
+
+def agent_threads(cfg: DictConfig, num_envs: int) -> int | None:
+    """Torch intra-op threads for an agent: ``hardware.num_threads`` if set; on CPU with fewer
+    than ``MANY_ENVS`` envs, 1 (small batches are dominated by per-op overhead, and OpenMP's
+    thread team slows to a crawl when another process shares the cores); else torch's
+    default (None)."""
+    if cfg.hardware.get("num_threads"):
+        return int(cfg.hardware.num_threads)
+    if env_device(cfg.hardware).type == "cpu" and num_envs < MANY_ENVS:
+        return 1
+    return None
+
+
 def _num_envs(cfg: DictConfig, data: MarketData, device: torch.device) -> int:
     value = cfg.env.num_envs
     if str(value) != "auto":
@@ -198,12 +214,11 @@ def train_agent(cfg: DictConfig, data: MarketData, out: Path, tags: list[str], r
     """Fit the agent, then score its best checkpoint on validation and test."""
     check_single_process(cfg)
     device = env_device(cfg.hardware)
-    if device.type == "cpu" and cfg.hardware.get("num_threads") is None:
-        # Small networks and a batched env are dominated by per-op overhead, and OpenMP's
-        # thread team slows to a crawl when another process shares the cores.
-        torch.set_num_threads(1)
-        log.info("agent on CPU: 1 torch thread (set hardware.num_threads to change)")
     module = build_agent(cfg, data, device)
+    threads = agent_threads(cfg, module.num_envs)
+    if threads is not None:
+        torch.set_num_threads(threads)
+        log.info("agent on CPU with %d envs: %d torch thread(s)", module.num_envs, threads)
     ckpt = _resume_point(cfg, out)
     id_file = out / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if ckpt is not None and id_file.exists() else None

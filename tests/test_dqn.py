@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from agent_helpers import dqn, fit, snapshot
+from agent_helpers import dqn, fit, snapshot, trainer
 from tensordict import TensorDict
 
 from datamodules.errors import ConfigError
@@ -44,16 +44,7 @@ class Targets(pl.Callback):
 
 def fit_tracking_targets(module, iterations: int) -> Targets:
     targets = Targets()
-    pl.Trainer(
-        max_epochs=iterations,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=iterations + 1,
-        callbacks=[targets],
-    ).fit(module)
+    trainer(iterations, callbacks=[targets]).fit(module)
     return targets
 
 

@@ -278,3 +278,21 @@ def test_agent_does_not_beat_flat_on_a_market_with_nothing_to_learn(out, model):
     noise = 2.0 * np.sqrt(metrics["periods_per_year"] / (stop - start))
     assert (test["sharpe"] or 0.0) < noise, (test["sharpe"], noise)
     assert test["total_return"] < 0.05
+
+
+def test_num_envs_auto_sizes_the_batch_within_its_cap_and_logs_the_choice(out):
+    tiny = [o for o in AGENT_TINY if not o.startswith(("env.num_envs=", "quiet="))]
+    result = run_app(
+        "+model=ppo",
+        "env.num_envs=auto",
+        "env.auto_envs_cap=16",
+        "model.optim.minibatch_size=auto",
+        *tiny,
+        "logger=none",
+        output_root=out,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = run_folders(out)
+    log = (folder / "train.log").read_text()
+    assert "env.num_envs=auto: 16 envs" in log
+    assert "16 envs x 8 frames per iteration" in log

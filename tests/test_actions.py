@@ -43,6 +43,23 @@ def no_op(n: int, assets: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ------------------------------------------------------------------ targets
+def test_target_action_meanings_name_only_the_tickers_held() -> None:
+    one, two = TargetActions(1), TargetActions(2)
+    assert one.keys(["NVDA"]) == ["", "NVDA=+1", "NVDA=-1"]
+    keys = two.keys(["NVDA", "MSFT"])
+    assert len(keys) == 9 and set(one.keys(["NVDA"])) <= set(keys)
+    assert keys[one.neutral] == "" and two.neutral == 0
+
+
+def test_sizing_and_factor_actions_have_hold_as_their_neutral_action(wide) -> None:
+    assert SizingActions(2).neutral == 0 and SizingActions(2).keys(["A", "B"])[0] == "hold"
+    assert FactorActions(wide).neutral == 0
+
+
+def test_target_levels_without_flat_have_no_neutral_action() -> None:
+    assert TargetActions(1, levels=(1.0, -1.0)).neutral is None
+
+
 def test_single_ticker_targets_are_flat_long_short() -> None:
     actions = TargetActions(1).to("cpu", F64)
     assert actions.num_actions == 3

@@ -144,3 +144,19 @@ def test_frictions_are_immutable() -> None:
     f = Frictions()
     with pytest.raises(AttributeError):
         f.commission_bps = 5.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 2.0])
+def test_scale_multiplies_every_cost_component(scale: float) -> None:
+    full = _costs(Frictions(), 2_000.0)
+    scaled = _costs(Frictions(scale=scale), 2_000.0)
+    for name in COMPONENTS:
+        assert scaled[name] == pytest.approx(scale * full[name], abs=ATOL)
+    assert Frictions(scale=scale).linear_fraction == pytest.approx(
+        scale * Frictions().linear_fraction
+    )
+
+
+def test_a_negative_scale_is_refused() -> None:
+    with pytest.raises(ConfigError, match="env.costs.scale"):
+        Frictions(scale=-0.5)

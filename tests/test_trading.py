@@ -143,6 +143,24 @@ def test_window_and_calendar_widen_the_observation(one) -> None:
     assert env.reset()["observation"].shape == (2, env.obs_dim)
 
 
+def test_observation_names_follow_the_observation_columns(two) -> None:
+    cfg = env_cfg("dual_ticker", episode={"window": 2, "calendar": True})
+    env = make_env(two.market, two.split.train, cfg, num_envs=1)
+    names = env.observation_names()
+    assert len(names) == env.obs_dim == len(set(names))
+    tickers, features = two.market.tickers, two.market.feature_names
+    assert names[0] == f"{tickers[0]}.{features[0]}@t-1"
+    assert names[len(features)] == f"{tickers[1]}.{features[0]}@t-1"
+    held = names.index(f"held.{tickers[0]}")
+    assert held == 2 * 2 * len(features) and names[held + 1] == f"held.{tickers[1]}"
+    assert names[-1].startswith("calendar.")
+    # The column named as bar t's first feature holds that feature at the decision bar.
+    obs = env.reset()["observation"][0]
+    t = int(env.state["t"][0])
+    column = names.index(f"{tickers[1]}.{features[0]}@t-0")
+    assert obs[column] == pytest.approx(float(two.market.features[t, 1, 0]))
+
+
 # ------------------------------------------------------------------ accounting in the env
 @pytest.mark.parametrize("name", ["single_ticker", "dual_ticker", "portfolio"])
 def test_equity_is_cash_plus_shares_at_close_every_step(name, one, two, three) -> None:

@@ -35,6 +35,16 @@ class ActionMap:
         """Action index -> target positions (or a rule's description) for metadata."""
         raise NotImplementedError
 
+    def keys(self, tickers: Sequence[str]) -> list[str]:
+        """A key per action saying what it does, comparable between envs with other tickers
+        (a curriculum phase carries a policy head across them by these keys)."""
+        return list(self.names)
+
+    @property
+    def neutral(self) -> int | None:
+        """The index of the action that changes nothing (hold, or all flat), if there is one."""
+        return self.names.index("hold") if "hold" in self.names else None
+
 
 class TargetActions(ActionMap):
     """Every combination of per-ticker target levels: 3 levels x 2 tickers = 9 actions.
@@ -56,6 +66,20 @@ class TargetActions(ActionMap):
         self._table = torch.tensor(combos, dtype=torch.float64) * size
         self.num_actions = len(combos)
         self.names = ["/".join(f"{v:+g}" for v in c) for c in combos]
+        self._levels = combos
+
+    def keys(self, tickers: Sequence[str]) -> list[str]:
+        """``NVDA=+1,MSFT=-1`` per action, flat tickers left out ("" is all flat), so "long
+        NVDA" on one ticker is the same key as "long NVDA, flat MSFT" on two."""
+        return [
+            ",".join(f"{t}={v:+g}" for t, v in zip(tickers, combo, strict=True) if v != 0)
+            for combo in self._levels
+        ]
+
+    @property
+    def neutral(self) -> int | None:
+        flat = [i for i, combo in enumerate(self._levels) if all(v == 0 for v in combo)]
+        return flat[0] if flat else None
 
     def targets(self, action: torch.Tensor, current: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self._table[action]

@@ -23,15 +23,19 @@ class Frictions:
     ``Y * sigma * sqrt(q / adv)`` as a fraction of its notional, where ``sigma`` is the
     trailing std of per-bar log returns and ``adv`` the trailing mean volume per bar
     (both known when the order is decided).
+
+    ``scale`` multiplies every cost above (0 = frictionless, 1 = as configured); curricula
+    ramp it (conf/curriculum/costs_ramp.yaml).
     """
 
     commission_bps: float = 1.0
     spread_bps: float = 2.0
     slippage_bps: float = 1.0
     impact_coef: float = 0.1
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("commission_bps", "spread_bps", "slippage_bps", "impact_coef"):
+        for name in ("commission_bps", "spread_bps", "slippage_bps", "impact_coef", "scale"):
             value = getattr(self, name)
             if not value >= 0:
                 raise ConfigError(
@@ -41,7 +45,7 @@ class Frictions:
     @property
     def linear_fraction(self) -> float:
         """Cost per unit of traded notional from commission, half spread and slippage."""
-        return (self.commission_bps + 0.5 * self.spread_bps + self.slippage_bps) * BPS
+        return (self.commission_bps + 0.5 * self.spread_bps + self.slippage_bps) * BPS * self.scale
 
     def costs(
         self,
@@ -52,7 +56,7 @@ class Frictions:
     ) -> dict[str, torch.Tensor]:
         """Cost of each fill in currency, per component, same shape as ``shares_traded``."""
         size = shares_traded.abs()
-        notional = size * price
+        notional = size * price * self.scale
         participation = size / adv.clamp_min(1.0)
         return {
             "commission": notional * (self.commission_bps * BPS),

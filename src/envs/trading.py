@@ -232,6 +232,28 @@ class TradingEnv(EnvBase):
         self.state = {k: v.to(self.device) for k, v in state.items() if k != "rng"}
 
     # ------------------------------------------------------------------ observation
+    def observation_names(self) -> list[str]:
+        """A name per observation column, in order: ``TICKER.feature@t-k`` for the window
+        (oldest bar first), then ``held.TICKER``, then ``calendar.NAME``."""
+        market = self.market
+        window = int(self.episode.window)
+        names = [
+            f"{ticker}.{feature}@t-{lag}"
+            for lag in range(window - 1, -1, -1)
+            for ticker in market.tickers
+            for feature in market.feature_names
+        ]
+        names += [f"held.{ticker}" for ticker in market.tickers]
+        if self._calendar.shape[1]:
+            names += [f"calendar.{name}" for name in market.time_feature_names]
+        if len(names) != self.obs_dim:
+            raise RuntimeError(f"observation names ({len(names)}) != obs_dim ({self.obs_dim})")
+        return names
+
+    def action_meanings(self) -> list[str]:
+        """What each action does, by ticker (see :meth:`ActionMap.keys`)."""
+        return self.actions.keys(self.market.tickers)
+
     def _observe(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         t = state["t"]
         rows = t.unsqueeze(-1) - self._window_offsets  # (N, W)

@@ -91,12 +91,19 @@ def test_dqn_refuses_a_recurrent_network_with_a_clear_message(out):
     assert "model/network=mlp" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_ddp_is_refused_for_agents_with_a_clear_message(out):
+def test_a_strategy_other_than_ddp_is_refused_for_agents_with_a_clear_message(out):
+    # DDP itself trains agents (tests/test_distributed.py); FSDP and the like do not.
     result = run_app(
-        "+model=ppo", "env=dual_ticker", "hardware=ddp_cpu", *AGENT_TINY, output_root=out
+        "+model=ppo",
+        "env=dual_ticker",
+        "hardware.devices=2",
+        "hardware.strategy=fsdp",
+        *AGENT_TINY,
+        output_root=out,
     )
     assert result.returncode == 2
-    assert "one process" in result.stderr and "Traceback" not in result.stderr
+    assert "hardware.strategy=fsdp" in result.stderr and "hardware=ddp_cpu" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _agent_cmd(out: Path, *extra: str) -> list[str]:

@@ -16,11 +16,21 @@ from datamodules.errors import ConfigError
 from datamodules.pipeline import MarketData
 from envs.factory import make_env
 from experiments.checkpoints import PeriodicCheckpoint
+from experiments.distributed import (
+    agent_device,
+    agent_strategy,
+    check_agent_hardware,
+    checkpoint_world_size,
+    launch_rank,
+    rank_zero_only_report,
+    world_size,
+)
 from experiments.interrupt import GracefulInterrupt
+from experiments.phase import PhaseContext
 from experiments.resume import WANDB_ID_FILE, latest_checkpoint
 from experiments.sizing import auto_num_envs
 from experiments.wandb_run import finish, job_overrides, make_wandb_logger
-from modules.agent import AgentModule, Evaluation
+from modules.agent import AgentModule, Evaluation, world_size_mismatch
 from modules.dqn import DQNLossConfig, DQNModule, DQNOptimConfig, ExplorationConfig, ReplayConfig
 from modules.policies import NetworkConfig
 from modules.ppo import PPOLossConfig, PPOModule, PPOOptimConfig
@@ -31,25 +41,17 @@ ALGORITHMS = ("ppo", "dqn")
 
 
 def env_device(hw: DictConfig) -> torch.device:
-    """Where the env and the agent live: the hardware group's accelerator."""
-    return torch.device("cuda" if str(hw.accelerator) in ("gpu", "cuda") else "cpu")
+    """Where this process's env and agent live: the hardware group's accelerator (in a
+    multi-GPU run, the GPU Lightning gives this process)."""
+    return agent_device(hw)
 
 
-def check_single_process(cfg: DictConfig) -> None:
-    """Agents train in one process; refuse multi-process hardware configs clearly."""
-    hw = cfg.hardware
-    devices = hw.devices
-    many = (isinstance(devices, int) and devices != 1) or int(hw.get("num_nodes", 1)) > 1
-    strategy = hw.strategy
-    ddp = not isinstance(strategy, str) or str(strategy).startswith("ddp")
-    if many or ddp:
-        raise ConfigError(
-            f"hardware: devices={devices}, num_nodes={hw.get('num_nodes', 1)}, strategy="
-            f"{strategy if isinstance(strategy, str) else strategy.get('_target_')}: RL agents "
-            "(+model=ppo, +model=dqn) train in one process, with all envs batched on one "
-            "device; multi-process DDP is supported for forecasters only. Use hardware=cpu or "
-            "hardware=gpu (and more envs: env.num_envs=auto) to scale an agent."
-        )
+def prepare_processes(cfg: DictConfig, report):
+    """Refuse hardware configs agents cannot train on (one paragraph naming the keys; see
+    :mod:`experiments.distributed`) and return ``report`` run by global rank 0 only, so the
+    other processes of a DDP run neither print nor write files."""
+    check_agent_hardware(cfg)
+    return rank_zero_only_report(report)
 
 
 # From this many envs the per-op tensors are big enough for several intra-op threads to pay.
@@ -111,6 +113,7 @@ def build_agent(cfg: DictConfig, data: MarketData, device: torch.device) -> Agen
     )
     network = dataclass_from(NetworkConfig, model.network, "model.network")
     frames_per_env = int(collector.frames_per_env)
+    processes = world_size(cfg.hardware)  # each runs num_envs envs; frames count over all
     if algorithm == "ppo":
         optim = OmegaConf.to_container(model.optim, resolve=True)
         if str(optim.get("minibatch_size")) == "auto":
@@ -125,6 +128,7 @@ def build_agent(cfg: DictConfig, data: MarketData, device: torch.device) -> Agen
             network,
             dataclass_from(PPOLossConfig, model.loss, "model.loss"),
             dataclass_from(PPOOptimConfig, optim, "model.optim"),
+            world_size=processes,
         )
     return DQNModule(
         env,
@@ -137,6 +141,7 @@ def build_agent(cfg: DictConfig, data: MarketData, device: torch.device) -> Agen
         dataclass_from(ReplayConfig, model.replay, "model.replay"),
         dataclass_from(DQNOptimConfig, model.optim, "model.optim"),
         dataclass_from(ExplorationConfig, model.exploration, "model.exploration"),
+        world_size=processes,
     )
 
 
@@ -155,6 +160,9 @@ def _resume_point(cfg: DictConfig, out: Path) -> Path | None:
             "resume=auto: no earlier run with these overrides has a checkpoint; starting fresh"
         )
     else:
+        saved, now = checkpoint_world_size(ckpt), world_size(cfg.hardware)
+        if saved != now:
+            raise ConfigError(f"resume={cfg.resume} ({ckpt}): {world_size_mismatch(saved, now)}")
         log.info("resuming from %s", ckpt)
     return ckpt
 
@@ -185,9 +193,15 @@ def _trainer(cfg: DictConfig, module: AgentModule, out: Path, logger, interrupt)
     if show_bars:
         callbacks.append(pl.callbacks.RichProgressBar(leave=False))
     max_iter = module.max_iterations
+    # One process: Lightning's single device. Several: DDP without its wrapper (the agent
+    # averages gradients itself), each process with the agent's thread count.
+    strategy, devices, num_nodes = agent_strategy(hw, agent_threads(cfg, module.num_envs))
     return pl.Trainer(
         accelerator=hw.accelerator,
-        devices=1,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        use_distributed_sampler=False,
         precision=hw.precision,
         deterministic=bool(hw.get("deterministic", False)),
         max_epochs=max_iter if max_iter is not None else -1,
@@ -210,9 +224,17 @@ def resume_command(out: Path) -> str:
     )
 
 
-def train_agent(cfg: DictConfig, data: MarketData, out: Path, tags: list[str], report) -> dict:
-    """Fit the agent, then score its best checkpoint on validation and test."""
-    check_single_process(cfg)
+def train_agent(
+    cfg: DictConfig,
+    data: MarketData,
+    out: Path,
+    tags: list[str],
+    report,
+    phase: PhaseContext | None = None,
+) -> dict:
+    """Fit the agent, then score its best checkpoint on validation and test. In a curriculum
+    ``phase`` it starts from the previous phase's weights and saves its own at the end."""
+    report = prepare_processes(cfg, report)
     device = env_device(cfg.hardware)
     module = build_agent(cfg, data, device)
     threads = agent_threads(cfg, module.num_envs)
@@ -220,10 +242,12 @@ def train_agent(cfg: DictConfig, data: MarketData, out: Path, tags: list[str], r
         torch.set_num_threads(threads)
         log.info("agent on CPU with %d envs: %d torch thread(s)", module.num_envs, threads)
     ckpt = _resume_point(cfg, out)
+    if phase is not None and ckpt is None:
+        phase.carry_in(module)
     id_file = out / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if ckpt is not None and id_file.exists() else None
-    logger = make_wandb_logger(cfg, out, tags, run_id=run_id)
-    if logger is not None and not id_file.exists():
+    logger = make_wandb_logger(cfg, out, tags, run_id=run_id, phase=phase)
+    if logger is not None and launch_rank(cfg.hardware) == 0 and not id_file.exists():
         id_file.write_text(logger.experiment.id)
     interrupt = GracefulInterrupt(out / "checkpoints")
     log.info(
@@ -235,14 +259,21 @@ def train_agent(cfg: DictConfig, data: MarketData, out: Path, tags: list[str], r
     )
     try:
         trainer = _trainer(cfg, module, out, logger, interrupt)
+        if phase is not None:
+            trainer.callbacks.extend(phase.callbacks())
         trainer.fit(module, ckpt_path=str(ckpt) if ckpt is not None else None)
         if interrupt.saved is not None:
-            print(
-                f"Interrupted at iteration {module.iteration} ({module.frames:,} frames); saved "
-                f"{interrupt.saved}.\nResume with:\n  {resume_command(out)}",
-                file=sys.stderr,
-            )
+            if trainer.is_global_zero:
+                where = f" in curriculum phase {phase.name}" if phase is not None else ""
+                print(
+                    f"Interrupted{where} at iteration {module.iteration} ({module.frames:,} "
+                    f"frames); saved {interrupt.saved}.\nResume with:\n  "
+                    f"{resume_command(phase.root if phase is not None else out)}",
+                    file=sys.stderr,
+                )
             return {}
+        if phase is not None:
+            phase.save_end(module, trainer)
         best = trainer.checkpoint_callback.best_model_path or None
         trainer.validate(module, ckpt_path=best, verbose=False)
         results = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -71,20 +71,35 @@ def run(cfg: DictConfig) -> float | None:
             file=sys.stderr,
         )
         sys.exit(2)
+    from experiments.launchers import failed_trial_value
     from experiments.train import train
 
+    # An Optuna trial without a finite score reports the worst value so the study goes on
+    # (hydra-optuna-sweeper stops the whole study on None, NaN or an exception).
+    worst = failed_trial_value()
     try:
         metrics = train(cfg)
     except UserInputError as err:
+        from modules.agent import TrainingDiverged
+
+        if isinstance(err, TrainingDiverged) and worst is not None:
+            log.error("%s\nThis Optuna trial scores %s; the study goes on.", err, worst)
+            return worst
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
     name = cfg.get("optimized_metric")
     if not name or not metrics:  # no metrics: the run was interrupted and saved for resuming
         return None
     if name not in metrics:
-        log.warning(
-            "optimized_metric %s was not logged; known: %s", name, ", ".join(sorted(metrics))
-        )
+        known = ", ".join(sorted(metrics))
+        if worst is not None:  # the same for every trial: stop the study with a clear message
+            print(f"Error: optimized_metric {name} was not logged; known: {known}", file=sys.stderr)
+            sys.exit(2)
+        log.warning("optimized_metric %s was not logged; known: %s", name, known)
         return None
     value = float(metrics[name])
-    return value if math.isfinite(value) else None
+    if math.isfinite(value):
+        return value
+    if worst is not None:
+        log.warning("%s is %s: this Optuna trial scores %s; the study goes on.", name, value, worst)
+    return worst

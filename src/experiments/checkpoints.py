@@ -22,8 +22,9 @@ class PeriodicCheckpoint(pl.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         final = self.dirpath / "last.ckpt"
         partial = self.dirpath / ".last.ckpt.partial"
-        trainer.save_checkpoint(partial)
-        os.replace(partial, final)
+        trainer.save_checkpoint(partial)  # every process (rank 0 writes), then a barrier
+        if trainer.is_global_zero:
+            os.replace(partial, final)
         return final
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -3,7 +3,8 @@
 The first SIGINT or SIGTERM lets the iteration finish, saves ``checkpoints/interrupted.ckpt``
 (``interrupted-1.ckpt``... if one exists, so no checkpoint is ever overwritten), stops the
 Trainer and lets the run exit 0 after printing how to resume. A second SIGINT exits at once
-(status 130) without saving.
+(status 130) without saving. In a DDP run the processes agree at each iteration's end: if any
+of them was signalled, all save one checkpoint together (rank 0 writes it) and stop.
 """
 
 from __future__ import annotations
@@ -55,10 +56,17 @@ class GracefulInterrupt(pl.Callback):
             signal.signal(sig, self._handle)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.requested is None or self.saved is not None:
+        if self.saved is not None:
             return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        self.saved = unique_path(self.checkpoint_dir / "interrupted.ckpt")
+        # In a DDP run the signal may reach one process only: all stop if any was signalled
+        # (one collective per iteration; the plain value in one process), and save together.
+        if not trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
+            return
+        path = None
+        if trainer.is_global_zero:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            path = unique_path(self.checkpoint_dir / "interrupted.ckpt")
+        self.saved = Path(trainer.strategy.broadcast(path, src=0))
         trainer.save_checkpoint(self.saved)
         trainer.should_stop = True
 

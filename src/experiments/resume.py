@@ -10,6 +10,7 @@ were, logs to the same W&B run id, and continues from the newest checkpoint in
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -30,15 +31,32 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def _progress_time(run: Path) -> float | None:
+    """When ``run`` last saved something to resume from: its newest checkpoint, or for a
+    curriculum with unfinished phases its ``curriculum.json``; None if there is nothing."""
+    ckpt = latest_checkpoint(run)
+    if ckpt is not None:
+        return ckpt.stat().st_mtime
+    state = run / "curriculum.json"
+    if state.exists():
+        try:
+            phases = json.loads(state.read_text()).get("phases", [])
+        except (OSError, ValueError):
+            return None
+        if any(p.get("status") != "done" for p in phases):
+            return state.stat().st_mtime
+    return None
+
+
 def find_resumable(output_root: str, overrides) -> Path | None:
     """The newest run folder under ``output_root/runs`` started with ``overrides`` that holds
-    a checkpoint, or None."""
+    a checkpoint (or an unfinished curriculum), or None."""
     wanted = _comparable(overrides)
     best: tuple[float, Path] | None = None
     for saved in Path(output_root, "runs").glob("*/*/.hydra/overrides.yaml"):
         run = saved.parent.parent
-        ckpt = latest_checkpoint(run)
-        if ckpt is None:
+        stamp = _progress_time(run)
+        if stamp is None:
             continue
         try:
             theirs = yaml.safe_load(saved.read_text()) or []
@@ -46,7 +64,6 @@ def find_resumable(output_root: str, overrides) -> Path | None:
             continue
         if _comparable(theirs) != wanted:
             continue
-        stamp = ckpt.stat().st_mtime
         if best is None or stamp > best[0]:
             best = (stamp, run)
     return best[1] if best else None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -24,6 +23,9 @@ from envs.frictions import Frictions
 from envs.metrics import metrics_to_floats
 from experiments.app import CONF_DIR
 from experiments.console import config_tree, metrics_table
+from experiments.distributed import launch_rank
+from experiments.launchers import job_threads
+from experiments.phase import PhaseContext
 from experiments.plots import equity_plot
 from experiments.wandb_run import finish, make_wandb_logger
 from modules.forecast import REPORTED, ForecastModule
@@ -84,13 +86,18 @@ def expand_network(cfg: DictConfig) -> None:
         cfg.model.network = OmegaConf.load(path)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train and evaluate the run described by ``cfg``; return its final metrics."""
-    out = run_dir(cfg)
+def train(cfg: DictConfig, phase: PhaseContext | None = None) -> dict[str, float]:
+    """Train and evaluate the run described by ``cfg``; return its final metrics.
+
+    A config with curriculum phases runs them in order (:mod:`experiments.curriculum`), each
+    through this function again with its :class:`PhaseContext`."""
+    out = phase.out if phase is not None else run_dir(cfg)
     quiet_logs(cfg)
     expand_network(cfg)
-    # Lightning's DDP launcher starts ranks > 0 as copies of this command with LOCAL_RANK set.
-    rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    check_hardware(cfg.hardware)
+    # Lightning's DDP launcher starts ranks > 0 as copies of this command (LOCAL_RANK set);
+    # SLURM and torchrun start every rank at once: the global rank decides who writes files.
+    rank_zero = launch_rank(cfg.hardware) == 0
     if rank_zero:
         # A resumed run keeps the first run's copies and writes its own beside its Hydra files.
         keep = out / "resolved_config.yaml"
@@ -103,13 +110,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         config_tree(
             cfg,
             save_to=where / "config_tree.txt",
-            show=bool(cfg.get("print_config", True)) and not cfg.get("quiet"),
+            show=bool(cfg.get("print_config", True)) and not cfg.get("quiet") and phase is None,
         )
         OmegaConf.save(cfg, where / "resolved_config.yaml", resolve=True)
-    check_hardware(cfg.hardware)
+    if phase is None and cfg.get("curriculum") is not None and cfg.curriculum.get("phases"):
+        from experiments.curriculum import run_curriculum
+
+        return run_curriculum(cfg, out, lambda phase_cfg, ctx: train(phase_cfg, phase=ctx))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    if cfg.hardware.get("num_threads"):
-        torch.set_num_threads(int(cfg.hardware.num_threads))
+    if threads := job_threads(cfg):  # hardware.num_threads, or a joblib job's share of the cores
+        torch.set_num_threads(threads)
 
     kind = cfg.model.get("kind")
     if kind not in ("forecaster", "agent"):
@@ -118,14 +128,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if kind == "agent":
         from experiments.agents import train_agent
 
-        return train_agent(cfg, data, out, _tags(cfg, data), report)
-    return train_forecaster(cfg, data, out, rank_zero)
+        return train_agent(cfg, data, out, _tags(cfg, data), report, phase)
+    return train_forecaster(cfg, data, out, rank_zero, phase)
 
 
 def _tags(cfg: DictConfig, data: MarketData) -> list[str]:
     tags = [str(cfg.model.name), f"data:{cfg.data.source}", f"bar:{cfg.data.bar_size}"]
     if data.market.synthetic:
         tags.append("synthetic")
+    if cfg.get("curriculum") is not None and cfg.curriculum.get("phases"):
+        tags += [f"curriculum:{cfg.curriculum.name}", f"phase:{cfg.logger.get('job_type')}"]
     return tags + [str(t) for t in cfg.get("tags") or []]
 
 
@@ -139,7 +151,9 @@ def check_hardware(hw: DictConfig) -> None:
         )
 
 
-def _trainer(cfg: DictConfig, out: Path, logger, monitor: str) -> pl.Trainer:
+def _trainer(
+    cfg: DictConfig, out: Path, logger, monitor: str, extra: list[pl.Callback]
+) -> pl.Trainer:
     hw = cfg.hardware
     strategy = instantiate(hw.strategy) if isinstance(hw.strategy, DictConfig) else hw.strategy
     callbacks: list[pl.Callback] = [
@@ -158,6 +172,7 @@ def _trainer(cfg: DictConfig, out: Path, logger, monitor: str) -> pl.Trainer:
         callbacks.append(
             pl.callbacks.EarlyStopping(monitor=monitor, patience=int(patience), mode="min")
         )
+    callbacks += extra
     if logger is not None:
         callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="step"))
     show_bars = not cfg.get("quiet")
@@ -172,6 +187,7 @@ def _trainer(cfg: DictConfig, out: Path, logger, monitor: str) -> pl.Trainer:
         precision=hw.precision,
         deterministic=bool(hw.get("deterministic", False)),
         max_epochs=int(cfg.model.trainer.max_epochs),
+        max_steps=int(cfg.model.trainer.get("max_steps") or -1),
         gradient_clip_val=cfg.model.trainer.get("gradient_clip_val"),
         log_every_n_steps=int(cfg.model.trainer.get("log_every_n_steps", 10)),
         limit_train_batches=limit if limit is not None else 1.0,
@@ -184,9 +200,14 @@ def _trainer(cfg: DictConfig, out: Path, logger, monitor: str) -> pl.Trainer:
 
 
 def train_forecaster(
-    cfg: DictConfig, data: MarketData, out: Path, rank_zero: bool
+    cfg: DictConfig,
+    data: MarketData,
+    out: Path,
+    rank_zero: bool,
+    phase: PhaseContext | None = None,
 ) -> dict[str, float]:
-    """Fit a ForecastModule on windows, then backtest its test-split signal."""
+    """Fit a ForecastModule on windows, then backtest its test-split signal. In a curriculum
+    ``phase`` it starts from the previous phase's weights and saves its own at the end."""
     task = cfg.model.task
     dm = WindowDataModule(data, int(task.num_classes), float(task.get("flat_threshold_bps", 0.0)))
     extra = {}
@@ -211,10 +232,14 @@ def train_forecaster(
         attention_every_n_epochs=int(cfg.model.get("attention_every_n_epochs", 0)),
         plot_dir=str(out / "plots"),
     )
-    logger = make_wandb_logger(cfg, out, _tags(cfg, data)) if rank_zero else None
+    if phase is not None:
+        phase.carry_in(module)
+    logger = make_wandb_logger(cfg, out, _tags(cfg, data), phase=phase) if rank_zero else None
     try:
-        trainer = _trainer(cfg, out, logger, monitor="val/loss")
+        trainer = _trainer(cfg, out, logger, "val/loss", phase.callbacks() if phase else [])
         trainer.fit(module, datamodule=dm)
+        if phase is not None:
+            phase.save_end(module, trainer)
         # Validation and test metrics of the best checkpoint (by val/loss), not the last epoch.
         best = "best" if trainer.checkpoint_callback.best_model_path else None
         trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
@@ -236,7 +261,8 @@ def report(
     logger,
     results: dict[str, float],
 ) -> dict[str, float]:
-    """Print test metrics beside the baselines; write metrics.json and the equity plot.
+    """Print test metrics beside the baselines; write metrics.json, the equity plot and
+    equity_test.csv (timestamp, then the equity of the model and of each baseline).
 
     ``module.reports["test"]`` maps ``strategy`` (the model) and each baseline (forecasters:
     buy_and_hold; agents: also flat and random) to its test-split :class:`BacktestResult`.
@@ -253,14 +279,18 @@ def report(
     columns = {name if k == "strategy" else k: v for k, v in scored.items()}
     if not cfg.get("quiet"):
         metrics_table(title, columns, [k for k in (*REPORTED, "periods_per_year") if k in ours])
+    equity = {k: res.equity[0].cpu().numpy() for k, res in test.items()}
     plot = equity_plot(
         out / "plots" / "equity_test.png",
         test["strategy"].timestamps,
-        {
-            (name if k == "strategy" else k.replace("_", " ")): res.equity[0].cpu().numpy()
-            for k, res in test.items()
-        },
+        {(name if k == "strategy" else k.replace("_", " ")): v for k, v in equity.items()},
         title + (" [synthetic data]" if market.synthetic else ""),
+    )
+    # The same curves as numbers, for `python -m experiments.compare`: timestamp, strategy, baselines.
+    import polars
+
+    polars.DataFrame({"timestamp": test["strategy"].timestamps, **equity}).write_csv(
+        out / "equity_test.csv"
     )
     summary = {
         "model": name,

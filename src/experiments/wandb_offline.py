@@ -20,17 +20,26 @@ def offline_runs(root: Path) -> list[Path]:
 
 
 def read_run(run_folder: Path) -> dict:
-    """Config, summary, tags, name, state and group of one offline run, as plain JSON."""
+    """Config, summary, tags, name, state, group, job type and history of one offline run, as
+    plain JSON. ``history`` lists the logged rows in order, each a flat dict of the keys logged
+    at that step (``_step``, ``trainer/global_step``, ``val/sharpe``...)."""
     summary = _inspect(run_folder, "--summary", "--json")
     data = json.loads(summary)
+    data.setdefault("group", "")
+    data.setdefault("job_type", "")
+    data["history"] = []
     records = _inspect(run_folder, "--json")
     for line in records.splitlines():
         record = json.loads(line)
-        if record.get("type") == "run":
+        kind = record.get("type")
+        if kind == "run":
             run = record.get("run", {})
             data["group"] = run.get("run_group") or run.get("group") or ""
             data["job_type"] = run.get("job_type", "")
-            break
+        elif kind == "history":
+            item = record.get("history", {}).get("item")
+            if isinstance(item, dict):
+                data["history"].append(item)
     return data
 
 

@@ -11,10 +11,18 @@ Checkpoints hold, beside Lightning's weights and optimizer states: the env's sta
 RNG, the collector's carried observation and frame count, episode bookkeeping, the global RNG
 states of torch, numpy and Python, and whatever a subclass adds (DQN: its replay buffer). All of
 it is plain tensors and numbers, so checkpoints load with ``torch.load(weights_only=True)``.
+
+With ``world_size`` > 1 (Lightning DDP, see :mod:`modules.distributed`) every process runs its
+own envs (seeded ``seed + rank``) and collector and learns from its own batch; the subclasses
+average gradients over processes before each optimizer step, so the weights stay identical.
+``frames``, the frame-based lengths and schedules and the episode count are summed over
+processes (so every process stops at the same iteration); a checkpoint holds every process's
+training state, a list indexed by rank, and resumes only with the same number of processes.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -36,7 +44,16 @@ from envs.frictions import Frictions
 from envs.metrics import metrics_to_floats
 from envs.risk import RULES
 from envs.score import composite_score
+from modules.carry import Layout
+from modules.distributed import (
+    all_gather,
+    gather_to_rank_zero,
+    sum_over_ranks,
+    weights_digest,
+)
 from modules.rollouts import EpisodeTracker, Rollouts, RunLength
+
+log = logging.getLogger(__name__)
 
 # Metrics logged for validation and test (the simulator's names), plus `score`.
 LOGGED = (
@@ -92,6 +109,7 @@ class AgentModule(pl.LightningModule):
         length: RunLength,
         frames_per_env: int,
         init_random_frames: int = 0,
+        world_size: int = 1,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -105,9 +123,15 @@ class AgentModule(pl.LightningModule):
             raise UserInputError(
                 f"model.collector.frames_per_env is {frames_per_env}; use >= 1 steps per env."
             )
-        self.frames_per_batch = self.num_envs * self.frames_per_env
-        self.max_iterations = length.max_iterations(self.frames_per_batch)
-        self.init_random_frames = int(init_random_frames)
+        # Processes training together (each with its own envs); frame counts are summed over them.
+        self.world_size = int(world_size)
+        if self.world_size < 1:
+            raise UserInputError(f"world_size is {world_size}; use >= 1 processes.")
+        self.frames_per_batch = self.num_envs * self.frames_per_env  # per process
+        self.max_iterations = length.max_iterations(self.frames_per_batch * self.world_size)
+        self.init_random_frames = int(init_random_frames)  # summed over processes
+        self.episodes = 0  # completed training episodes, summed over processes
+        self._rank_seeded = False
         self.collector: Collector | None = None
         self.tracker = EpisodeTracker(self.num_envs, env.device)
         self.frames = 0
@@ -117,6 +141,12 @@ class AgentModule(pl.LightningModule):
         self._pending: dict | None = None
         self._clock: float | None = None
         self._collect_seconds = 0.0
+
+    def layout(self) -> Layout:
+        """Observation column names and action meanings of the env (for curriculum carry)."""
+        return Layout(
+            self.env.observation_names(), self.env.action_meanings(), self.env.actions.neutral
+        )
 
     # ------------------------------------------------------------------ subclass API
     def collection_policy(self) -> TensorDictModuleBase:
@@ -162,12 +192,14 @@ class AgentModule(pl.LightningModule):
         return [0]
 
     def _make_collector(self) -> Collector:
+        # Random frames before learning count over all processes: each collects its share.
+        random_frames = math.ceil(self.init_random_frames / self.world_size)
         return Collector(
             self.env,
             self.collection_policy(),
             frames_per_batch=self.frames_per_batch,
             total_frames=-1,
-            init_random_frames=self.init_random_frames or None,
+            init_random_frames=random_frames or None,
             postproc=self.postproc(),
             trust_policy=True,
             auto_register_policy_transforms=False,  # recurrent PPO adds its own transforms
@@ -185,6 +217,42 @@ class AgentModule(pl.LightningModule):
         self._collect_seconds = time.perf_counter() - start
         return batch
 
+    # ------------------------------------------------------------------ distributed
+    def setup(self, stage: str) -> None:
+        trainer = self._trainer
+        if trainer is None or stage != "fit":
+            return
+        if trainer.world_size != self.world_size:
+            raise UserInputError(
+                f"The agent was built for {self.world_size} process(es) but the Trainer runs "
+                f"{trainer.world_size}; build it with world_size={trainer.world_size}."
+            )
+        if self.world_size > 1 and not self._rank_seeded:
+            self._seed_rank(trainer.global_rank)
+
+    def _seed_rank(self, rank: int) -> None:
+        """Give this process its own env and action randomness: env seed + rank, global RNGs
+        seed + rank (a resumed run then restores each process's saved states instead)."""
+        base = self.env.base_env if hasattr(self.env, "base_env") else self.env
+        base.rng.manual_seed(int(base.rng.initial_seed()) + rank)
+        seed = int(self.evaluation.seed) + rank
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        self._rank_seeded = True
+
+    def on_fit_end(self) -> None:
+        if self.world_size == 1:
+            return
+        # Every tensor of the state dict: weights, and DQN's target network.
+        digests = all_gather(weights_digest(self.state_dict()))
+        if len(set(digests)) == 1:
+            log.info(
+                "weights identical on all %d processes (digest %s)", self.world_size, digests[0]
+            )
+        else:
+            log.error("weights differ between processes: digests by rank %s", digests)
+
     # ------------------------------------------------------------------ training
     def on_train_start(self) -> None:
         self._clock = time.perf_counter()
@@ -192,7 +260,7 @@ class AgentModule(pl.LightningModule):
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         self.iteration += 1
         frames = int(batch.numel())
-        self.frames += frames
+        self.frames += frames * self.world_size
         try:
             stats = self.learn(batch)
         except (RuntimeError, ValueError):
@@ -200,20 +268,30 @@ class AgentModule(pl.LightningModule):
             # divergence rather than that error.
             self._check_finite({})
             raise
-        self._check_finite(stats)
+        returns = self.tracker.update(batch["next", "reward"], batch["next", "done"])
+        # One collective per iteration: episodes and divergence, so every process stops (or
+        # raises) at the same iteration.
+        bad = self._nonfinite(stats)
+        episodes, bad_ranks = sum_over_ranks(
+            [self.tracker.completed, float(bool(bad[0] or bad[1]))], self.device
+        )
+        self.episodes = int(episodes)
+        self._check_finite(stats, elsewhere=bad_ranks > 0)
         now = time.perf_counter()
         elapsed = now - (self._clock or now)
         self._clock = now
-        returns = self.tracker.update(batch["next", "reward"], batch["next", "done"])
         logged = {f"train/{k}": v.detach().float() for k, v in stats.items()}
         info = batch["next", "info"]
+        # Frames, episodes and frames/s are summed over processes (they run in lockstep);
+        # rewards, losses and returns are this process's (rank 0 logs).
+        everywhere = frames * self.world_size
         logged.update(
             {
                 "train/frames": float(self.frames),
                 "train/iteration": float(self.iteration),
-                "train/episodes": float(self.tracker.completed),
-                "train/fps": frames / max(elapsed, 1e-9),
-                "train/collect_fps": frames / max(self._collect_seconds, 1e-9),
+                "train/episodes": float(self.episodes),
+                "train/fps": everywhere / max(elapsed, 1e-9),
+                "train/collect_fps": everywhere / max(self._collect_seconds, 1e-9),
                 "train/reward": batch["next", "reward"].mean(),
                 "train/reward_pnl_bps": info["pnl"].mean(),
                 "train/reward_cost_bps": info["cost"].mean(),
@@ -230,13 +308,19 @@ class AgentModule(pl.LightningModule):
         if returns.numel():
             bar["ep_ret"] = logged["train/episode_return"]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, batch_size=1)
-        if self.max_iterations is None and self.tracker.completed >= int(self.length.episodes):
+        if self.max_iterations is None and self.episodes >= int(self.length.episodes):
             self.trainer.should_stop = True  # the length is in episodes (RunLength)
 
-    def _check_finite(self, stats: Mapping[str, torch.Tensor]) -> None:
+    def _nonfinite(self, stats: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
         params = [n for n, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
         values = [k for k, v in stats.items() if not bool(torch.isfinite(v).all())]
-        if not params and not values:
+        return params, values
+
+    def _check_finite(self, stats: Mapping[str, torch.Tensor], elsewhere: bool = False) -> None:
+        """Raise :class:`TrainingDiverged` if a parameter or a logged value is not finite here,
+        or (``elsewhere``) in another process."""
+        params, values = self._nonfinite(stats)
+        if not params and not values and not elsewhere:
             return
         parts = []
         if values:
@@ -244,6 +328,8 @@ class AgentModule(pl.LightningModule):
         if params:
             more = f" (and {len(params) - 4} more)" if len(params) > 4 else ""
             parts.append("parameters " + ", ".join(params[:4]) + more)
+        if not parts:
+            parts.append("values in another training process")
         raise TrainingDiverged(
             f"Training diverged at iteration {self.iteration} (frame {self.frames:,}): "
             f"{'; '.join(parts)} became NaN or infinite. The run stopped without saving this "
@@ -264,8 +350,8 @@ class AgentModule(pl.LightningModule):
         logged["val/score"] = composite_score(ours)
         clean = {k: (v if math.isfinite(v) else 0.0) for k, v in logged.items()}
         sharpe = clean.pop("val/sharpe")
-        self.log_dict(clean, batch_size=1)
-        self.log("val/sharpe", sharpe, prog_bar=True, batch_size=1)
+        self.log_dict(clean, batch_size=1, **self._same_everywhere())
+        self.log("val/sharpe", sharpe, prog_bar=True, batch_size=1, **self._same_everywhere())
 
     def test_step(self, batch, batch_idx: int) -> None:
         ev = self.evaluation
@@ -305,17 +391,32 @@ class AgentModule(pl.LightningModule):
             logged[f"{prefix}score"] = composite_score(values)
         logged.update({f"test/risk_{k}": float(v) for k, v in counts.items()})
         clean = {k: (v if math.isfinite(v) else 0.0) for k, v in logged.items()}
-        self.log_dict(clean, batch_size=1)
+        self.log_dict(clean, batch_size=1, **self._same_everywhere())
+
+    def _same_everywhere(self) -> dict:
+        """``self.log`` options for evaluation numbers, which every process computes alike
+        (identical weights, a deterministic pass): synced with max, which keeps them exact
+        (and tells Lightning they are synced)."""
+        return {"sync_dist": True, "reduce_fx": "max"} if self.world_size > 1 else {}
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["agent_state"] = self._state()
+        checkpoint["agent_world_size"] = self.world_size
+        if self.world_size == 1:
+            checkpoint["agent_state"] = self._state()
+        else:  # every process's state, a list indexed by rank (rank 0 writes the file)
+            checkpoint["agent_state"] = gather_to_rank_zero(self._state())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("agent_state")
         trainer = self._trainer
         if state is None or (trainer is not None and not trainer.training):
             return  # validate/test load weights only; the training state matters to fit
+        saved = checkpoint_world_size(checkpoint)
+        if saved != self.world_size:
+            raise UserInputError(world_size_mismatch(saved, self.world_size))
+        if isinstance(state, list):
+            state = state[trainer.global_rank if trainer is not None else 0]
         if self.collector is not None:
             self._restore(state)
         else:
@@ -358,6 +459,26 @@ class AgentModule(pl.LightningModule):
             self.collector._iter = saved["iter"]
         self.load_extra_state(state["extra"])
         _load_rng_state(state["rng"])
+
+
+def checkpoint_world_size(checkpoint: Mapping) -> int:
+    """How many processes trained the agent that saved ``checkpoint`` (1 for older ones)."""
+    if "agent_world_size" in checkpoint:
+        return int(checkpoint["agent_world_size"])
+    state = checkpoint.get("agent_state")
+    return len(state) if isinstance(state, list) else 1
+
+
+def world_size_mismatch(saved: int, now: int) -> str:
+    """The one-paragraph refusal to resume a checkpoint of ``saved`` processes with ``now``."""
+    return (
+        f"This checkpoint was saved by an agent trained by {saved} process(es) and this run "
+        f"would train it with {now}. An agent's checkpoint holds each process's own envs, "
+        "collector, RNG states and replay buffer, so it resumes only with the same number of "
+        "processes: resume with the hardware it was saved with (hardware.devices x "
+        f"hardware.num_nodes = {saved}: hardware=cpu or gpu for 1, hardware=ddp_cpu for 2), or "
+        "start a new run without resume=."
+    )
 
 
 def _rng_state() -> dict:

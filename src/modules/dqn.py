@@ -7,6 +7,11 @@ target updates, and epsilon-greedy exploration decaying linearly or exponentiall
 frames collected. The first ``learning_starts`` frames take uniformly random actions and no
 update is made until they are in the buffer; afterwards each iteration makes
 ``updates_per_frame`` x (frames collected) updates of ``replay.batch_size`` transitions.
+
+With several DDP processes each keeps its own replay buffer fed by its own envs, makes
+``updates_per_frame`` x (its own frames) updates of ``replay.batch_size`` of its transitions, and
+averages the gradients with the others before each step; the target networks therefore follow
+identical weights. ``learning_starts`` and the epsilon schedule count frames over all processes.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torchrl.objectives import DQNLoss, HardUpdate, SoftUpdate, ValueEstimators
 
 from datamodules.errors import ConfigError
 from modules.agent import AgentModule, Evaluation, Greedy
+from modules.distributed import average_gradients
 from modules.policies import NetworkConfig, QNet
 from modules.rollouts import RunLength
 from modules.schedules import lr_lambda
@@ -146,9 +152,15 @@ class DQNModule(AgentModule):
         replay: ReplayConfig,
         optim: DQNOptimConfig,
         exploration: ExplorationConfig,
+        world_size: int = 1,
     ) -> None:
         super().__init__(
-            env, evaluation, length, frames_per_env, init_random_frames=learning_starts
+            env,
+            evaluation,
+            length,
+            frames_per_env,
+            init_random_frames=learning_starts,
+            world_size=world_size,
         )
         if loss.target_update not in TARGET_UPDATES:
             raise ConfigError(
@@ -242,6 +254,7 @@ class DQNModule(AgentModule):
             out = self.loss_module(sample)
             opt.zero_grad()
             self.manual_backward(out["loss"])
+            average_gradients(params)  # the mean over processes (no-op alone)
             if self.optim_cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.max_grad_norm)
             opt.step()

@@ -25,6 +25,7 @@ from torchrl.objectives.value.functional import generalized_advantage_estimate
 
 from datamodules.errors import ConfigError
 from modules.agent import AgentModule, Evaluation, Greedy
+from modules.distributed import average_gradients, sum_over_ranks
 from modules.policies import NetworkConfig, PolicyNet, ValueNet
 from modules.rollouts import RunLength
 from modules.schedules import lr_lambda
@@ -81,10 +82,11 @@ class PPOModule(AgentModule):
         network: NetworkConfig,
         loss: PPOLossConfig,
         optim: PPOOptimConfig,
+        world_size: int = 1,
     ) -> None:
         if network.recurrent:
             env = with_recurrent_state(env, network.state_shape)
-        super().__init__(env, evaluation, length, frames_per_env)
+        super().__init__(env, evaluation, length, frames_per_env, world_size=world_size)
         self.net_cfg, self.loss_cfg, self.optim_cfg = network, loss, optim
         if optim.epochs < 1 or optim.critic_epochs < 0:
             raise ConfigError("model.optim.epochs must be >= 1 and critic_epochs >= 0.")
@@ -213,6 +215,8 @@ class PPOModule(AgentModule):
                 opt_actor.zero_grad()
                 opt_critic.zero_grad()
                 self.manual_backward(actor_loss + critic_loss)
+                # The mean over processes (one all_reduce for both networks; no-op alone).
+                average_gradients(actor_params, critic_params)
                 self._step(opt_actor, actor_params)
                 self._step(opt_critic, critic_params)
                 # KL(old || new) estimated as mean(r - 1 - log r) >= 0 (r = new/old prob).
@@ -232,7 +236,11 @@ class PPOModule(AgentModule):
                 n_epoch += 1
             epochs_run += 1
             target = self.optim_cfg.target_kl
-            if target is not None and kl_epoch / max(n_epoch, 1) > target:
+            if target is None:
+                continue
+            # Every process decides on the KL averaged over processes, so all stop together.
+            (kl_sum,) = sum_over_ranks([kl_epoch / max(n_epoch, 1)], self.device)
+            if kl_sum / self.world_size > target:
                 stopped = True
                 break
         for _ in range(self.optim_cfg.critic_epochs):
@@ -240,6 +248,7 @@ class PPOModule(AgentModule):
                 out = self.loss_module(mb)
                 opt_critic.zero_grad()
                 self.manual_backward(out["loss_critic"])
+                average_gradients(critic_params)
                 self._step(opt_critic, critic_params)
         self.step_schedulers()
         stats = {k: v / count for k, v in sums.items()}

@@ -35,9 +35,10 @@ class Rollouts:
 @dataclass(frozen=True)
 class RunLength:
     """How long an agent trains. The first of these that is set wins: ``iterations`` (collector
-    batches), then ``total_frames`` (env steps summed over envs, rounded up to whole
-    iterations), then ``episodes`` (completed training episodes; the run stops at the end of
-    the iteration that completes them)."""
+    batches; every process runs that many), then ``total_frames`` (env steps summed over envs
+    and processes, rounded up to whole iterations), then ``episodes`` (completed training
+    episodes summed over processes; the run stops at the end of the iteration that completes
+    them). ``max_iterations`` takes the frames of one iteration over all processes."""
 
     iterations: int | None = None
     total_frames: int | None = None

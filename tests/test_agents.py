@@ -4,17 +4,14 @@ Ctrl+C, refuses what it cannot do, and learns what is there (slow tests)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import read_metrics, run_app, run_folders
+from conftest import app_env, ctrl_c_once, read_metrics, run_app, run_folders
 
 # An agent run small enough for tests: 60 sessions, 8 envs, 3 iterations of 8 steps.
 AGENT_TINY = [
@@ -26,6 +23,7 @@ AGENT_TINY = [
     "++model.checkpoint.every_n_iterations=1",
     "print_config=false",
     "quiet=true",
+    "export.enabled=false",  # export has its own tests (test_export.py)
 ]
 DQN_TINY = ["++model.collector.learning_starts=64", "++model.replay.batch_size=32"]
 
@@ -123,33 +121,21 @@ def _agent_cmd(out: Path, *extra: str) -> list[str]:
         "model.checkpoint.every_n_iterations=10",
         "print_config=false",
         "quiet=true",
+        "export.enabled=false",  # export has its own tests (test_export.py)
         f"paths.output_root={out}",
         *extra,
     ]
 
 
-def _env() -> dict:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
-    env.pop("LOCAL_RANK", None)
-    return env
-
-
 @pytest.mark.slow
 def test_a_run_stopped_by_ctrl_c_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    done = subprocess.run(_agent_cmd(straight), capture_output=True, text=True, env=_env())
+    done = subprocess.run(_agent_cmd(straight), capture_output=True, text=True, env=app_env())
     assert done.returncode == 0, done.stderr[-3000:]
 
-    proc = subprocess.Popen(
-        _agent_cmd(stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
-    )
     # Interrupt once training is under way (the first periodic checkpoint exists).
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(stopped.rglob("last.ckpt")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    code, err = ctrl_c_once(_agent_cmd(stopped), stopped, "last.ckpt")
+    assert code == 0, err[-3000:]
     assert "Resume with:" in err
     (folder,) = [p.parent.parent for p in stopped.rglob("interrupted.ckpt")]
     assert not (folder / "metrics.json").exists()
@@ -157,7 +143,7 @@ def test_a_run_stopped_by_ctrl_c_resumes_to_exactly_the_uninterrupted_result(tmp
     assert 0 < checkpoint["agent_state"]["iteration"] < 200
 
     resumed = subprocess.run(
-        _agent_cmd(stopped, f"resume={folder}"), capture_output=True, text=True, env=_env()
+        _agent_cmd(stopped, f"resume={folder}"), capture_output=True, text=True, env=app_env()
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = read_metrics(run_folders(straight)[0])
@@ -177,7 +163,7 @@ def test_resume_auto_finds_the_run_with_the_same_overrides(tmp_path):
         _agent_cmd(out, "model.collector.iterations=10", "logger=none"),
         capture_output=True,
         text=True,
-        env=_env(),
+        env=app_env(),
     )
     assert first.returncode == 0, first.stderr[-3000:]
     (folder,) = run_folders(out)
@@ -186,7 +172,7 @@ def test_resume_auto_finds_the_run_with_the_same_overrides(tmp_path):
         _agent_cmd(out, "model.collector.iterations=10", "logger=none", "resume=auto"),
         capture_output=True,
         text=True,
-        env=_env(),
+        env=app_env(),
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert run_folders(out) == [folder]  # no new folder: it continued the finished run

@@ -5,16 +5,14 @@ carry over (across shape changes too), and an interrupted curriculum resumes whe
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import TINY, run_app
+from conftest import TINY, app_env, ctrl_c_once, run_app
 from omegaconf import OmegaConf
 
 from datamodules.errors import ConfigError
@@ -29,6 +27,7 @@ AGENT = [
     "model.checkpoint.every_n_iterations=1",
     "print_config=false",
     "quiet=true",
+    "export.enabled=false",  # export has its own tests (test_export.py)
 ]
 PHASES = ["nvda_focus", "balanced", "portfolio"]
 
@@ -320,16 +319,8 @@ def test_an_interrupted_curriculum_resumes_at_the_phase_it_stopped_in(tmp_path):
         "logger=none",
         f"paths.output_root={out}",
     ]
-    env = {**dict(__import__("os").environ), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if list(out.rglob("phases/02_balanced/checkpoints/last.ckpt")):
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    code, err = ctrl_c_once(cmd, out, "phases/02_balanced/checkpoints/last.ckpt")
+    assert code == 0, err[-3000:]
     assert "Interrupted in curriculum phase balanced" in err
     root = _root(out)
     resume = err.split("Resume with:")[1].strip().splitlines()[0]
@@ -338,7 +329,7 @@ def test_an_interrupted_curriculum_resumes_at_the_phase_it_stopped_in(tmp_path):
     state = json.loads((root / "curriculum.json").read_text())
     assert [p.get("status") for p in state["phases"]] == ["done", "running", None]
 
-    done = subprocess.run([*cmd, f"resume={root}"], capture_output=True, text=True, env=env)
+    done = subprocess.run([*cmd, f"resume={root}"], capture_output=True, text=True, env=app_env())
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((root / "curriculum.json").read_text())
     assert [p["status"] for p in state["phases"]] == ["done"] * 3

@@ -102,6 +102,7 @@ def test_lstm_optuna_preset_reports_the_best_trial_of_its_study(out):
     assert not any("hparams_search" in r["name"] for r in runs)
 
 
+@pytest.mark.slow
 def test_ppo_optuna_preset_maximises_the_validation_score(out):
     done = run_app(
         "+model=ppo",
@@ -121,6 +122,7 @@ def test_ppo_optuna_preset_maximises_the_validation_score(out):
     )
 
 
+@pytest.mark.slow
 def test_a_diverging_optuna_trial_scores_the_worst_value_and_the_study_goes_on(out):
     done = run_app(
         "+model=ppo",

@@ -1,4 +1,4 @@
-"""``checkpoints/last.ckpt`` every N iterations, written atomically (a crash or a kill while
+"""``checkpoints/last.ckpt`` every N iterations and after the last one, written atomically (a crash or a kill while
 saving leaves the previous one intact)."""
 
 from __future__ import annotations
@@ -28,5 +28,10 @@ class PeriodicCheckpoint(pl.Callback):
         return final
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every == 0:
+        # Also after the last iteration, so a finished run always leaves its final state (the
+        # export bundles it when no validation picked a best checkpoint).
+        last = (
+            trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs > 0
+        )
+        if (trainer.current_epoch + 1) % self.every == 0 or last or trainer.should_stop:
             self.save(trainer)

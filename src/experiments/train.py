@@ -128,7 +128,7 @@ def train(cfg: DictConfig, phase: PhaseContext | None = None) -> dict[str, float
     if kind == "agent":
         from experiments.agents import train_agent
 
-        return train_agent(cfg, data, out, _tags(cfg, data), report, phase)
+        return train_agent(cfg, data, out, _tags(cfg, data), report_and_export, phase)
     return train_forecaster(cfg, data, out, rank_zero, phase)
 
 
@@ -208,6 +208,33 @@ def train_forecaster(
 ) -> dict[str, float]:
     """Fit a ForecastModule on windows, then backtest its test-split signal. In a curriculum
     ``phase`` it starts from the previous phase's weights and saves its own at the end."""
+    module, dm = build_forecaster(cfg, data, out)
+    if phase is not None:
+        phase.carry_in(module)
+    logger = make_wandb_logger(cfg, out, _tags(cfg, data), phase=phase) if rank_zero else None
+    try:
+        trainer = _trainer(cfg, out, logger, "val/loss", phase.callbacks() if phase else [])
+        trainer.fit(module, datamodule=dm)
+        if phase is not None:
+            phase.save_end(module, trainer)
+        # Validation and test metrics of the best checkpoint (by val/loss), not the last epoch.
+        best = "best" if trainer.checkpoint_callback.best_model_path else None
+        trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
+        results = _scalars(trainer.callback_metrics)
+        trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+        results.update(_scalars(trainer.callback_metrics))
+        if trainer.global_rank != 0:
+            return results
+        return report_and_export(cfg, module, data, out, logger, results)
+    finally:
+        finish(logger)
+
+
+def build_forecaster(
+    cfg: DictConfig, data: MarketData, out: Path
+) -> tuple[ForecastModule, WindowDataModule]:
+    """The untrained ForecastModule of ``cfg.model`` and the window DataModule over ``data``
+    (also used by :mod:`experiments.export` to rebuild a run's model from its config)."""
     task = cfg.model.task
     dm = WindowDataModule(data, int(task.num_classes), float(task.get("flat_threshold_bps", 0.0)))
     extra = {}
@@ -232,25 +259,26 @@ def train_forecaster(
         attention_every_n_epochs=int(cfg.model.get("attention_every_n_epochs", 0)),
         plot_dir=str(out / "plots"),
     )
-    if phase is not None:
-        phase.carry_in(module)
-    logger = make_wandb_logger(cfg, out, _tags(cfg, data), phase=phase) if rank_zero else None
-    try:
-        trainer = _trainer(cfg, out, logger, "val/loss", phase.callbacks() if phase else [])
-        trainer.fit(module, datamodule=dm)
-        if phase is not None:
-            phase.save_end(module, trainer)
-        # Validation and test metrics of the best checkpoint (by val/loss), not the last epoch.
-        best = "best" if trainer.checkpoint_callback.best_model_path else None
-        trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
-        results = _scalars(trainer.callback_metrics)
-        trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
-        results.update(_scalars(trainer.callback_metrics))
-        if trainer.global_rank != 0:
-            return results
-        return report(cfg, module, data, out, logger, results)
-    finally:
-        finish(logger)
+    return module, dm
+
+
+def report_and_export(
+    cfg: DictConfig,
+    module,
+    data: MarketData,
+    out: Path,
+    logger,
+    results: dict[str, float],
+) -> dict[str, float]:
+    """:func:`report`, then (with ``export.enabled``) write the run's verified ``export/``
+    bundle (:mod:`experiments.export`); an export failure fails the run. Rank zero only."""
+    results = report(cfg, module, data, out, logger, results)
+    if (cfg.get("export") or {}).get("enabled", False):
+        from experiments.export import export_trained
+
+        bundle = export_trained(cfg, module, data, out)
+        log.info("export: %s", bundle)
+    return results
 
 
 def report(

@@ -82,6 +82,7 @@ def test_same_seed_gives_identical_results(out):
     assert first["logged"] == second["logged"]
 
 
+@pytest.mark.slow
 def test_two_runs_in_the_same_second_get_separate_folders(out):
     # Pin the folder name so the second run would collide if folders were reused.
     pinned = [f"hydra.run.dir=${{unique_dir:{out}/runs/fixed}}", "logger=none"]

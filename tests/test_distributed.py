@@ -144,6 +144,7 @@ def dqn_run(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_dqn_trains_on_ddp_cpu(dqn_run):
     folder = dqn_run
     assert read_metrics(folder)["model"] == "dqn"
@@ -159,6 +160,7 @@ def test_dqn_trains_on_ddp_cpu(dqn_run):
     assert ranks[0]["extra"]["updates"] == ranks[1]["extra"]["updates"] > 0
 
 
+@pytest.mark.slow
 def test_episodes_are_counted_over_all_ranks(dqn_run):
     ranks = _checkpoint(dqn_run)["agent_state"]
     completed = [s["episodes"]["completed"] for s in ranks]

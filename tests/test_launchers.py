@@ -142,6 +142,7 @@ def test_a_diverging_optuna_trial_scores_the_worst_value_and_the_study_goes_on(o
 
 
 # ------------------------------------------------------------------ submitit
+@pytest.mark.slow
 def test_submitit_local_sweep_runs_both_jobs(out):
     done = run_app(
         "-m",

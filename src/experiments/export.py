@@ -27,6 +27,7 @@ from datamodules.errors import ConfigError, UserInputError
 from datamodules.pipeline import MarketData
 from experiments import export_formats, export_metadata, export_verify
 from experiments.export_wrappers import Signature, agent_wrapper, forecaster_wrapper
+from experiments.inference import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +197,7 @@ def export_model(
             "versions": export_metadata.package_versions(),
             "metrics": export_metadata.test_metrics(run_dir),
             **export_metadata.config_metadata(config_yaml),
-            "files": {
-                p.name: export_metadata.sha256_file(p)
-                for p in sorted(staging.iterdir())
-                if p.is_file()
-            },
+            "files": {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()},
         }
         (staging / "metadata.json").write_text(json.dumps(meta, indent=2))
         folder = free_folder(run_dir)

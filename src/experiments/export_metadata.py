@@ -15,15 +15,6 @@ from datamodules.pipeline import MarketData
 FORMAT_VERSION = 1
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def package_versions() -> dict[str, str | None]:
     """Installed versions of the packages an export depends on (None if absent)."""
     out: dict[str, str | None] = {}

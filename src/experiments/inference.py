@@ -37,7 +37,8 @@ class InputShapeError(UserInputError):
     """Input whose shape, dtype or feature names do not match the bundle's metadata."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (recorded per file in metadata.json at export)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -74,7 +75,7 @@ def read_bundle(folder: str | Path, kind: str) -> tuple[Path, dict]:
                 f"{folder} is incomplete: {name} (listed in metadata.json) is missing. Copy the "
                 "whole export folder, or re-export the run."
             )
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise BundleError(
                 f"{path} does not match the sha256 recorded in metadata.json at export: the "
                 "bundle was changed after export. Re-export the run (python -m "

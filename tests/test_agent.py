@@ -8,8 +8,8 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from agent_helpers import ENV, dqn, fit, ppo, trainer
-from conftest import env_cfg
+from helpers.agents import ENV, dqn, fit, ppo, trainer
+from helpers.envs import env_cfg
 
 from datamodules.errors import UserInputError
 from envs.backtest import backtest, buy_and_hold_targets

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import app_env, ctrl_c_once, read_metrics, run_app, run_folders
+from helpers.cli import app_env, ctrl_c_once, read_metrics, run_app, run_folders
 
 # An agent run small enough for tests: 60 sessions, 8 envs, 3 iterations of 8 steps.
 AGENT_TINY = [

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 import yaml
-from conftest import TINY, read_metrics, run_app, run_folders
+from helpers.cli import TINY, read_metrics, run_app, run_folders
 
 from datamodules.sources import sample_path
 from experiments.wandb_offline import offline_runs, read_run

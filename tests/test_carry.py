@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from agent_helpers import SMALL_NET, dqn, ppo
-from conftest import env_cfg
+from helpers.agents import SMALL_NET, dqn, ppo
+from helpers.envs import env_cfg
 
 from datamodules.pipeline import build_market_data
 from envs.factory import make_env

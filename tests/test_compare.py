@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from conftest import TINY, read_metrics, run_app, run_folders
+from helpers.cli import TINY, read_metrics, run_app, run_folders
 
 from experiments import compare
 from experiments.comparison import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY, app_env, ctrl_c_once, run_app
+from helpers.cli import TINY, app_env, ctrl_c_once, run_app
 from omegaconf import OmegaConf
 
 from datamodules.errors import ConfigError

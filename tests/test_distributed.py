@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import app_env, ctrl_c_once, read_metrics, run_app, run_folders
-from ddp_worker import collectives
+from helpers.cli import app_env, ctrl_c_once, read_metrics, run_app, run_folders
+from helpers.ddp_worker import collectives
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.errors import ConfigError

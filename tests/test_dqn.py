@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from agent_helpers import dqn, fit, snapshot, trainer
+from helpers.agents import dqn, fit, snapshot, trainer
 from tensordict import TensorDict
 
 from datamodules.errors import ConfigError

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import crafted, env_cfg
+from helpers.envs import env_cfg
+from helpers.markets import crafted
 
 from datamodules.market import Market
 from datamodules.pipeline import MarketData, build_market_data

@@ -9,8 +9,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import run_app, run_folders
-from export_helpers import FAMILIES, exported, make_run
+from helpers.cli import run_app, run_folders
+from helpers.export import FAMILIES, exported, make_run
 
 from experiments.export import ExportError, export_model, load_weights
 from experiments.export_formats import FORMATS, eager_runner, load_runner

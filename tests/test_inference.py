@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from export_helpers import copy_bundle, exported
+from helpers.export import copy_bundle, exported
 
 from datamodules.bars import align, bar_minutes, resample
 from datamodules.schema import validate_bars

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, read_metrics, run_app, run_folders
+from helpers.cli import TINY, read_metrics, run_app, run_folders
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from agent_helpers import fit, ppo, snapshot
+from helpers.agents import fit, ppo, snapshot
 from torchrl.objectives.value.functional import generalized_advantage_estimate
 
 from datamodules.errors import ConfigError

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import env_cfg
+from helpers.envs import env_cfg
 from tensordict import TensorDict
 
 from datamodules.errors import ConfigError

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import BARS, crafted
+from helpers.markets import BARS, crafted
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import env_cfg
+from helpers.envs import env_cfg
 
 from datamodules.errors import ConfigError
 from envs.factory import make_env

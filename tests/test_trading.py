@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import env_cfg
+from helpers.envs import env_cfg
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs, step_mdp
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from conftest import env_cfg
 
 from datamodules.pipeline import MarketData
 from envs.factory import make_env
+from helpers.envs import env_cfg
 from modules.agent import Evaluation
 from modules.dqn import DQNLossConfig, DQNModule, DQNOptimConfig, ExplorationConfig, ReplayConfig
 from modules.policies import NetworkConfig

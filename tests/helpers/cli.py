@@ -1,0 +1,60 @@
+"""Run the app as a user would, in a subprocess, with outputs in a test's folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# A run small enough for tests: 120 sessions of 15-min bars, one short epoch.
+TINY = [
+    "data.synthetic.sessions=120",
+    "model.trainer.max_epochs=1",
+    "model.trainer.limit_train_batches=4",
+    "print_config=false",
+    "export.enabled=false",  # export has its own tests (test_export.py)
+]
+
+
+def app_env() -> dict:
+    """The environment the app runs in for tests: W&B offline and quiet, no inherited rank."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    env.pop("LOCAL_RANK", None)
+    return env
+
+
+def run_app(
+    *args: str, output_root: Path, module: str = "experiments", timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``python -m experiments ARGS`` with W&B offline and outputs under ``output_root``."""
+    cmd = [sys.executable, "-m", module, *args]
+    if module == "experiments":
+        cmd.append(f"paths.output_root={output_root}")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=app_env())
+
+
+def ctrl_c_once(cmd: list[str], watch: Path, pattern: str, timeout: float = 300) -> tuple[int, str]:
+    """Start ``cmd``, send it one SIGINT as soon as a file matching ``pattern`` appears under
+    ``watch`` (training is under way), and return its exit status and stderr."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=app_env()
+    )
+    deadline = time.time() + timeout
+    while time.time() < deadline and not list(watch.rglob(pattern)):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def run_folders(output_root: Path) -> list[Path]:
+    """Job folders (those holding metrics.json) under ``output_root``, oldest first."""
+    return sorted(p.parent for p in output_root.rglob("metrics.json"))
+
+
+def read_metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())

@@ -1,0 +1,48 @@
+"""Crafted markets with prices chosen by a test."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datamodules.market import Market
+
+BARS = 8  # bars per crafted session: 10:00 to 11:45 in 15-minute bars (two clock hours)
+
+
+def crafted(
+    close: list[float] | np.ndarray, open_: list[float] | np.ndarray | None = None
+) -> Market:
+    """A market with the given closes, (T,) or (T, A), 15-minute bars, sessions of ``BARS``
+    bars from 10:00; each open is the previous close unless given."""
+    c = np.asarray(close, dtype=np.float64)
+    c = c[:, None] if c.ndim == 1 else c
+    if open_ is None:
+        o = np.concatenate([c[:1], c[:-1]])
+    else:
+        o = np.asarray(open_, dtype=np.float64).reshape(c.shape)
+    n, a = c.shape
+    bar = np.arange(n)
+    stamps = (
+        np.datetime64("2024-01-01T10:00", "m")
+        + (bar // BARS) * np.timedelta64(1, "D")
+        + (bar % BARS) * np.timedelta64(15, "m")
+    ).astype("datetime64[us]")
+    return Market(
+        tickers=tuple(f"X{i}" for i in range(a)),
+        timestamps=stamps,
+        open=o,
+        high=np.maximum(o, c),
+        low=np.minimum(o, c),
+        close=c,
+        volume=np.full((n, a), 1e6),
+        session=bar // BARS,
+        bar_minutes=15.0,
+        bars_per_session=float(BARS),
+        sessions_per_year=252.0,
+        features=np.log(c / o).astype(np.float32)[:, :, None],
+        feature_names=("gap",),
+        time_features=np.zeros((n, 0), np.float32),
+        time_feature_names=(),
+        sigma=np.full((n, a), 0.01),
+        adv=np.full((n, a), 1e6),
+    )

@@ -6,9 +6,10 @@ timing window, ``--seconds`` after a warm-up, is cut into 4 chunks and the best 
 is shown, the window's mean goes to the JSON too):
 
 * **ours** — ``single_ticker``, ``dual_ticker`` (NVDA + MSFT, reward weights 0.5/0.5) and
-  ``portfolio`` (8 tickers, factor actions), built with ``envs.factory.make_env`` from
-  ``conf/env/single_ticker.yaml`` with every friction and every risk rule on, at each
-  ``--envs`` batch size, eager (``compile: false``) and compiled (``compile: true``).
+  ``portfolio`` (8 tickers, factor actions): the ``conf/env`` configs composed by Hydra (as
+  ``env=NAME`` composes them in a run) with every risk rule on, instantiated and built by
+  ``envs.factory.EnvFactory``, every friction on, at each ``--envs`` batch size, eager
+  (``compile: false``) and compiled (``compile: true``).
   *steps/s* is the full TorchRL path a collector runs: ``env.step_and_maybe_reset(td)`` with
   a fresh random action each step (drawn from a bank of pre-sampled ``action_spec.rand()``
   tensors), so the TensorDict packing, spec handling and partial resets are included.
@@ -24,8 +25,8 @@ is shown, the window's mean goes to the JSON too):
   - cost x |position change|, a 10-return observation window (gather), random restart at the
   end of the series. Eager and ``torch.compile``-d at each batch size.
 
-The data: one synthetic market from our pipeline (``build_market_data(source="synthetic",
-tickers=["NVDA", "MSFT"], bar_size="15min", seed=0)``); its NVDA closes are the price series
+The data: one synthetic market from our pipeline (``SyntheticSource(tickers=["NVDA", "MSFT"],
+bar_size="15min", seed=0).build()``); its NVDA closes are the price series
 of every peer and of the minimal env; our single- and dual-ticker envs run on its training
 split (the single-ticker env on the NVDA column of that same market); the portfolio env on
 an 8-ticker synthetic market built the same way.
@@ -38,6 +39,7 @@ Run (from the repository root, in the venv with the ``bench`` extra installed)::
 
     python bench/env_throughput.py                       # full run, ~4 minutes on 2 cores
     python bench/env_throughput.py --quick               # smoke run: num_envs 1 and 4096
+    python bench/env_throughput.py --quick --envs 1 --compile-min-envs 2 --seconds 0.2  # ~20 s
     python bench/env_throughput.py --envs 1,64 --seconds 1 --json /tmp/env_bench.json
 
 CUDA rows (device="cuda") are added when ``torch.cuda.is_available()``; gym-anytrading is
@@ -67,10 +69,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from datamodules.market import Market
-from datamodules.pipeline import build_market_data
-from envs.factory import make_env
+from datamodules.sources import SyntheticSource
+from envs.factory import EnvFactory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -221,18 +225,18 @@ def single_column(market: Market, asset: int) -> Market:
     )
 
 
-def env_configs() -> dict[str, dict]:
-    from omegaconf import OmegaConf
+def env_configs() -> dict[str, DictConfig]:
+    """conf/env/{single_ticker,dual_ticker,portfolio}.yaml composed by Hydra, every risk rule on."""
+    from hydra import compose, initialize_config_dir
 
-    base = OmegaConf.to_container(OmegaConf.load(REPO / "conf/env/single_ticker.yaml"))
-    base["risk"] = dict(ALL_RISK_ON)
-    dual = {
-        **base,
-        "tickers": ["NVDA", "MSFT"],
-        "reward": {**base["reward"], "weights": [0.5, 0.5]},
-    }
-    portfolio = {**base, "tickers": list(PORTFOLIO_TICKERS), "actions": {"kind": "factors"}}
-    return {"single_ticker": base, "dual_ticker": dual, "portfolio": portfolio}
+    risk_on = [f"risk.{key}={value}" for key, value in ALL_RISK_ON.items()]
+    with initialize_config_dir(config_dir=str(REPO / "conf" / "env"), version_base=None):
+        cfgs = {
+            name: compose(name, overrides=risk_on)
+            for name in ("single_ticker", "dual_ticker", "portfolio")
+        }
+    assert list(cfgs["portfolio"].tickers) == PORTFOLIO_TICKERS
+    return cfgs
 
 
 # --------------------------------------------------------------------------- ours
@@ -240,7 +244,7 @@ def bench_ours(
     name: str,
     market: Market,
     span: tuple[int, int],
-    cfg: dict,
+    cfg: DictConfig,
     num_envs: int,
     device: str,
     compiled: bool,
@@ -250,7 +254,8 @@ def bench_ours(
     try:
         if compiled:
             torch._dynamo.reset()  # each env instance compiles its own graph, cold
-        env = make_env(market, span, {**cfg, "compile": compiled}, num_envs=num_envs, device=device)
+        factory = EnvFactory(instantiate(OmegaConf.merge(cfg, {"compile": compiled})), market)
+        env = factory(span, num_envs=num_envs, device=device)
         bank = torch.stack([env.action_spec.rand() for _ in range(ACTION_BANK)])
         td = env.reset()
         state = {"td": td}
@@ -574,12 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(f"devices {devices}, num_envs {args.num_envs}, {args.seconds} s per measurement")
 
-    md = build_market_data(
-        source="synthetic", tickers=["NVDA", "MSFT"], bar_size="15min", seed=0, cache_dir=None
-    )
-    md8 = build_market_data(
-        source="synthetic", tickers=PORTFOLIO_TICKERS, bar_size="15min", seed=0, cache_dir=None
-    )
+    md = SyntheticSource(tickers=["NVDA", "MSFT"], bar_size="15min", seed=0, cache_dir=None).build()
+    md8 = SyntheticSource(
+        tickers=PORTFOLIO_TICKERS, bar_size="15min", seed=0, cache_dir=None
+    ).build()
     prices = np.asarray(md.market.close[:, 0], dtype=np.float64)
     returns = torch.zeros(len(prices), dtype=torch.float32)
     returns[1:] = torch.as_tensor(prices[1:] / prices[:-1] - 1.0, dtype=torch.float32)

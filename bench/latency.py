@@ -2,7 +2,7 @@
 dual_ticker PPO policy (MLP 64x64, tanh) and the default LSTM forecaster (window 64).
 
 The models are built from ``conf/`` with Hydra's compose API and exported untrained (weights do
-not change latency) through the same :func:`experiments.export.export_model` a run uses, into
+not change latency) through the same :func:`experiments.export.bundle.export_model` a run uses, into
 a temporary folder. Each row times one call on one sample with ``time.perf_counter_ns``:
 p50 / p99 / p99.9 in microseconds over ``--calls`` calls (default 10,000) after ``--warmup``
 calls. Rows: eager torch (the inference wrapper, ``torch.inference_mode``), TorchScript,
@@ -52,8 +52,8 @@ def build_bundle(name: str, folder: Path, sessions: int, verify: int) -> Path:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from experiments.app import CONF_DIR
-    from experiments.export import export_model, rebuild
+    from experiments.config.groups import CONF_DIR
+    from experiments.export.bundle import export_model, rebuild
 
     overrides = [
         *MODELS[name],
@@ -164,13 +164,12 @@ def _eager_wrapper(bundle: Path, meta: dict):
     """The eager inference wrapper with the bundle's weights, rebuilt from its config."""
     from omegaconf import OmegaConf
 
-    from experiments.export import _wrap, load_weights, rebuild
+    from experiments.export.bundle import load_weights, rebuild
 
     cfg = OmegaConf.create(meta["config_yaml"])
-    module, data = rebuild(cfg)
-    wrapper, _, _, prefix = _wrap(cfg, module, data)
-    load_weights(wrapper.net, bundle / meta["checkpoint"], prefix)
-    return wrapper.eval()
+    module, _ = rebuild(cfg)
+    load_weights(module, bundle / meta["checkpoint"])
+    return module.inference().wrapper.eval()
 
 
 LOAD_PROBE = """

@@ -10,7 +10,7 @@ market data, the env and agent construction, and the warm-up.
 
 * **ours** — composed from ``conf/`` with Hydra's compose API (``env=single_ticker``: one
   asset, 3 discrete targets flat/long/short, frictions as configured), built with
-  ``experiments.agents.build_agent`` on a synthetic market, trained on CPU through a plain
+  ``experiments.run.build.build_module`` on a synthetic market, trained on CPU through a plain
   ``pytorch_lightning.Trainer`` (no logger, no checkpoints, no progress bar, no validation;
   ``log_every_n_steps=1`` so the per-iteration ``self.log_dict`` work is included). The
   warm-up is a first ``trainer.fit`` of a few iterations; the timed run is a second
@@ -338,10 +338,11 @@ def compose(algorithm: str, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from experiments import app
+    from experiments.config.groups import CONF_DIR
+    from experiments.config.resolvers import register_resolvers
 
-    app.register_resolvers()
-    with initialize_config_dir(config_dir=str(app.CONF_DIR), version_base="1.3"):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(
             "config",
             overrides=[f"+model={algorithm}", "logger=none", "paths.cache_dir=null", *overrides],
@@ -353,7 +354,7 @@ def build_data(sessions: int, seed: int):
     from hydra.utils import instantiate
 
     cfg = compose("ppo", [f"data.synthetic.sessions={sessions}", f"seed={seed}"])
-    return instantiate(cfg.data), cfg
+    return instantiate(cfg.data).build(), cfg
 
 
 def ppo_overrides(num_envs: int, minibatch: int) -> list[str]:
@@ -423,7 +424,8 @@ def bench_ours(
 ) -> dict:
     import pytorch_lightning as pl
 
-    from experiments.agents import agent_threads, build_agent, env_device
+    from experiments.run.build import build_module
+    from experiments.runtime.hardware import resolve_hardware
 
     num_envs = int(next(o for o in overrides if o.startswith("env.num_envs=")).split("=")[1])
     try:
@@ -438,15 +440,15 @@ def bench_ours(
             algorithm,
             [*overrides, f"seed={seed}", f"model.collector.iterations={warm_iters + iters}"],
         )
-        device = env_device(cfg.hardware)
+        hardware = resolve_hardware(cfg.hardware)
+        device = hardware.device
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         pl.seed_everything(seed, verbose=False)
-        module = build_agent(cfg, data, device)
+        module, _ = build_module(cfg, hardware, Path("."), data=data)
         # The app's thread policy for agents (1 thread below 512 envs on CPU); SB3's rows run
         # with --threads.
-        threads = agent_threads(cfg, module.num_envs)
-        if threads is not None:
-            torch.set_num_threads(threads)
+        if module.threads is not None:
+            torch.set_num_threads(module.threads)
         _trainer(warm_iters, accelerator).fit(module)
         frames0 = module.frames
         updates0 = getattr(module, "updates", 0)

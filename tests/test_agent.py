@@ -1,4 +1,4 @@
-"""Tests of modules.agent: what every RL agent shares (validation and test passes with their
+"""Tests of modules.agents.base: what every RL agent shares (validation and test passes with their
 baselines, the divergence check, the length in episodes, and checkpointable state)."""
 
 from __future__ import annotations
@@ -9,19 +9,17 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from helpers.agents import ENV, dqn, fit, ppo, trainer
-from helpers.envs import env_cfg
+from helpers.envs import env_cfg, env_factory
 
 from datamodules.errors import UserInputError
 from envs.backtest import backtest, buy_and_hold_targets
 from envs.evaluation import evaluate_policy
-from envs.factory import make_env
 from envs.frictions import Frictions
 from envs.metrics import metrics_to_floats
 from envs.score import composite_score
-from modules.agent import LOGGED, Evaluation, TrainingDiverged
-from modules.policies import NetworkConfig
-from modules.ppo import PPOLossConfig, PPOModule, PPOOptimConfig
-from modules.rollouts import RunLength
+from modules.agents.base import LOGGED, Evaluation
+from modules.agents.ppo import PPOModule
+from modules.family import TrainingDiverged
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -47,7 +45,7 @@ def test_validation_logs_sharpe_score_and_the_simulator_metrics(agent_data) -> N
 
     # the greedy policy's pass over the validation split, scored with the composite score
     result, _ = evaluate_policy(
-        module.greedy_policy(), agent_data.market, agent_data.split.val, ENV
+        module.greedy_policy(), module.evaluation.make_env, agent_data.split.val
     )
     ours = floats(result)
     assert logged["val/score"] == pytest.approx(composite_score(ours), rel=1e-5, abs=1e-6)
@@ -78,7 +76,7 @@ def test_test_step_reports_the_strategy_and_three_baselines(agent_data, agent) -
     assert set(reports) == {"strategy", "buy_and_hold", "flat", "random"}
     market, span = agent_data.market, agent_data.split.test
 
-    strategy, _ = evaluate_policy(module.greedy_policy(), market, span, ENV)
+    strategy, _ = evaluate_policy(module.greedy_policy(), module.evaluation.make_env, span)
     torch.testing.assert_close(reports["strategy"].equity, strategy.equity)
     steps = strategy.returns.shape[1]
     assert all(r.returns.shape == (1, steps) for r in reports.values())
@@ -92,7 +90,7 @@ def test_test_step_reports_the_strategy_and_three_baselines(agent_data, agent) -
         market,
         buy_and_hold_targets(steps, market.num_assets),
         span[0],
-        Frictions(**ENV["costs"]),
+        Frictions.from_config(ENV["costs"]),
         ENV["capital"],
     )
     torch.testing.assert_close(reports["buy_and_hold"].returns, hold.returns)
@@ -119,18 +117,16 @@ def test_random_baseline_is_seeded(agent_data) -> None:
 
 
 def test_baselines_start_where_the_strategy_starts_with_a_longer_window(agent_data) -> None:
-    env = env_cfg(episode={"length": 10, "window": 5})
+    factory = env_factory(agent_data.market, env_cfg(episode={"length": 10, "window": 5}))
     torch.manual_seed(0)
-    trading = make_env(agent_data.market, agent_data.split.train, env, num_envs=4)
-    evaluation = Evaluation(agent_data.market, agent_data.split.val, agent_data.split.test, env)
+    trading = factory(agent_data.split.train, num_envs=4)
+    evaluation = Evaluation(factory, agent_data.split.val, agent_data.split.test)
     module = PPOModule(
         trading,
         evaluation,
-        RunLength(iterations=1),
-        8,
-        NetworkConfig(hidden_sizes=(16,)),
-        PPOLossConfig(),
-        PPOOptimConfig(epochs=1, minibatch_size=32),
+        collector={"frames_per_env": 8, "iterations": 1},
+        network={"hidden_sizes": (16,)},
+        optim={"epochs": 1, "minibatch_size": 32},
     )
     trainer(1).test(module, verbose=False)
     reports = module.reports["test"]
@@ -175,7 +171,7 @@ def test_a_nan_critic_makes_ppo_diverge_with_several_minibatches(agent_data) -> 
 
 # ------------------------------------------------------------------ run length and config
 def test_a_length_in_episodes_stops_after_the_iteration_that_completes_them(agent_data) -> None:
-    module = ppo(agent_data, length=RunLength(episodes=20), frames_per_env=8)
+    module = ppo(agent_data, length={"episodes": 20}, frames_per_env=8)
     assert module.max_iterations is None
     rec = fit(module, 10)  # 10 = a guard: the episodes stop it sooner
     episodes = rec.series("train/episodes")
@@ -189,16 +185,31 @@ def test_frames_per_env_below_one_is_rejected(agent_data) -> None:
 
 
 def test_frames_per_batch_and_max_iterations(agent_data) -> None:
-    module = ppo(agent_data, length=RunLength(total_frames=1000), num_envs=8, frames_per_env=16)
+    module = ppo(agent_data, length={"total_frames": 1000}, num_envs=8, frames_per_env=16)
     assert module.num_envs == 8 and module.frames_per_batch == 128
     assert module.max_iterations == 8  # 1000 / 128, rounded up
 
 
-def test_evaluation_reads_costs_and_capital() -> None:
-    evaluation = Evaluation(None, (0, 1), (1, 2), {"costs": {"commission_bps": 3.0}})
-    assert evaluation.frictions == Frictions(commission_bps=3.0)
-    assert evaluation.capital == 100_000.0
-    assert Evaluation(None, (0, 1), (1, 2), {"capital": 5.0}).capital == 5.0
+def test_baselines_are_priced_with_the_costs_and_capital_of_the_env(agent_data) -> None:
+    factory = env_factory(agent_data.market, env_cfg(costs={"commission_bps": 30.0}, capital=5e4))
+    evaluation = Evaluation(factory, agent_data.split.val, agent_data.split.test)
+    module = PPOModule(
+        factory(agent_data.split.train, num_envs=2),
+        evaluation,
+        collector={"frames_per_env": 4, "iterations": 1},
+        network={"hidden_sizes": (8,)},
+    )
+    trainer(1).test(module, verbose=False)
+    hold = module.reports["test"]["buy_and_hold"]
+    assert float(hold.equity[0, 0]) == 5e4
+    expected = backtest(
+        agent_data.market,
+        buy_and_hold_targets(hold.returns.shape[1], 1),
+        agent_data.split.test[0],
+        Frictions(commission_bps=30.0),
+        5e4,
+    )
+    torch.testing.assert_close(hold.equity, expected.equity)
 
 
 # ------------------------------------------------------------------ checkpoints

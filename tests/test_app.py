@@ -11,7 +11,7 @@ import yaml
 from helpers.cli import TINY, read_metrics, run_app, run_folders
 
 from datamodules.sources import sample_path
-from experiments.wandb_offline import offline_runs, read_run
+from experiments.compare.offline import offline_runs, read_run
 
 
 def _assert_clean_error(done, *needles: str) -> None:

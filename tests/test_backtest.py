@@ -10,7 +10,7 @@ import torch
 
 from datamodules.errors import ConfigError
 from datamodules.market import Market
-from envs.accounting import COST_COMPONENTS
+from envs.accounting import COST_COMPONENTS, DEFAULT_CAPITAL
 from envs.backtest import BacktestResult, backtest, buy_and_hold_targets
 from envs.frictions import Frictions
 from envs.metrics import compute_metrics
@@ -269,3 +269,12 @@ def test_batch_gives_the_same_result_as_each_path_alone(synthetic: Market) -> No
             torch.testing.assert_close(
                 batch.metrics[key][p : p + 1], value, rtol=1e-10, atol=ATOL, equal_nan=True
             )
+
+
+def test_the_default_capital_is_the_one_default(synthetic: Market) -> None:
+    assert DEFAULT_CAPITAL == CAPITAL
+    targets = _random_targets(1, 20, synthetic.num_assets, seed=9)
+    default = backtest(synthetic, targets, 100, ON)
+    explicit = backtest(synthetic, targets, 100, ON, capital=DEFAULT_CAPITAL)
+    assert float(default.equity[0, 0]) == DEFAULT_CAPITAL
+    torch.testing.assert_close(default.equity, explicit.equity, rtol=0, atol=0)

@@ -11,8 +11,7 @@ import pytest
 
 from datamodules.bars import align, bar_minutes, resample, session_stats, sessions, source_minutes
 from datamodules.errors import ConfigError, DataError
-from datamodules.pipeline import build_market_data
-from datamodules.sources import load_sample
+from datamodules.sources import FileSource, SampleSource, load_sample
 
 
 def _frame(stamps: list[dt.datetime], ticker: str = "X", seed: int = 0) -> pl.DataFrame:
@@ -145,9 +144,7 @@ def test_bar_size_finer_than_daily_data_is_refused_naming_both_sizes_and_the_fil
     path = tmp_path / "daily.csv"
     _frame(stamps).drop("ticker", "_file", "_row").write_csv(path)
     with pytest.raises(DataError) as err:
-        build_market_data(
-            source="csv", tickers=["X"], bar_size="1h", files={"X": str(path)}, cache_dir=None
-        )
+        FileSource(tickers=["X"], bar_size="1h", files={"X": str(path)}, cache_dir=None).build()
     msg = str(err.value)
     assert "data.bar_size=1h" in msg and "finer than the data" in msg and "1d" in msg
     assert "daily.csv" in msg
@@ -155,7 +152,7 @@ def test_bar_size_finer_than_daily_data_is_refused_naming_both_sizes_and_the_fil
 
 def test_sample_with_intraday_bar_size_is_refused():
     with pytest.raises(DataError, match="data.bar_size=15min is finer"):
-        build_market_data(source="sample", tickers=["IBM"], bar_size="15min", cache_dir=None)
+        SampleSource(tickers=["IBM"], bar_size="15min", cache_dir=None).build()
 
 
 # --- alignment ---------------------------------------------------------------------------
@@ -232,26 +229,26 @@ def _crypto_csv(path, days: int, seed: int = 0) -> None:
 def test_round_the_clock_hourly_csv_gives_about_365_sessions_of_24_bars(tmp_path):
     path = tmp_path / "btc.csv"
     _crypto_csv(path, 200)
-    market = build_market_data(
-        source="csv",
+    source = FileSource(
         tickers=["BTC"],
         bar_size="1h",
         files={"BTC": str(path)},
         window=24,
         cache_dir=None,
-    ).market
+    )
+    market = source.build().market
     assert market.bars_per_session == 24.0
     assert 363 <= market.sessions_per_year <= 367
     assert market.periods_per_year == pytest.approx(24 * market.sessions_per_year)
     # 4h bars of the same file: 6 per session.
-    market4 = build_market_data(
-        source="csv",
+    four_hourly = FileSource(
         tickers=["BTC"],
         bar_size="4h",
         files={"BTC": str(path)},
         window=8,
         cache_dir=None,
-    ).market
+    )
+    market4 = four_hourly.build().market
     assert market4.bars_per_session == 6.0
 
 

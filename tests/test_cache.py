@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from datamodules.cache import cache_key, cached_frame, file_fingerprint
-from datamodules.pipeline import build_market_data
+from datamodules.sources import FileSource, SampleSource
 
 
 def _write_daily(path, n: int = 300, seed: int = 0, scale: float = 50.0) -> pl.DataFrame:
@@ -35,8 +35,7 @@ def _write_daily(path, n: int = 300, seed: int = 0, scale: float = 50.0) -> pl.D
 
 
 def _csv_build(files: dict[str, str], cache, tickers=None, **kw):
-    return build_market_data(
-        source="csv",
+    source = FileSource(
         tickers=tickers or list(files),
         bar_size="1d",
         files=files,
@@ -44,7 +43,8 @@ def _csv_build(files: dict[str, str], cache, tickers=None, **kw):
         sessions_per_year=365,
         cache_dir=str(cache) if cache else None,
         **kw,
-    ).market
+    )
+    return source.build().market
 
 
 def _same_market(a, b) -> None:
@@ -93,23 +93,18 @@ def test_no_cache_dir_always_builds(tmp_path):
 
 def test_second_build_with_the_same_config_reads_the_cache(tmp_path):
     cache = tmp_path / "cache"
-    first = build_market_data(
-        source="sample", tickers=["MSFT"], bar_size="1d", window=32, cache_dir=str(cache)
-    ).market
+    source = SampleSource(tickers=["MSFT"], bar_size="1d", window=32, cache_dir=str(cache))
+    first = source.build().market
     [data] = _parquets(cache)
     before = data.stat()
-    second = build_market_data(
-        source="sample", tickers=["MSFT"], bar_size="1d", window=32, cache_dir=str(cache)
-    ).market
+    second = source.build().market
     after = data.stat()
     assert _parquets(cache) == [data]
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
     _same_market(first, second)
     _same_market(
         second,
-        build_market_data(
-            source="sample", tickers=["MSFT"], bar_size="1d", window=32, cache_dir=None
-        ).market,
+        SampleSource(tickers=["MSFT"], bar_size="1d", window=32, cache_dir=None).build().market,
     )
 
 

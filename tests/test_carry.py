@@ -5,26 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers.agents import SMALL_NET, dqn, ppo
-from helpers.envs import env_cfg
+from helpers.envs import env_cfg, env_factory
 
-from datamodules.pipeline import build_market_data
-from envs.factory import make_env
-from modules.agent import Evaluation
+from datamodules.sources import SyntheticSource
+from modules.agents.base import Evaluation
+from modules.agents.ppo import PPOModule
 from modules.carry import Layout, carry_weights
-from modules.policies import NetworkConfig
-from modules.ppo import PPOLossConfig, PPOModule, PPOOptimConfig
-from modules.rollouts import RunLength
 
 
 def _data(tickers):
-    return build_market_data(
-        source="synthetic",
+    return SyntheticSource(
         tickers=tickers,
         bar_size="15min",
         seed=0,
         cache_dir=None,
         synthetic={"sessions": 30},
-    )
+        split={"gap_bars": 0},
+    ).build()
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +36,16 @@ def dual():
 
 def _ppo_on(data, env: dict, seed: int, network: dict | None = None, loss: dict | None = None):
     torch.manual_seed(seed)
-    trading = make_env(data.market, data.split.train, env, num_envs=4, seed=seed)
-    evaluation = Evaluation(data.market, data.split.val, data.split.test, env, seed)
+    factory = env_factory(data.market, env)
+    trading = factory(data.split.train, num_envs=4, seed=seed)
+    evaluation = Evaluation(factory, data.split.val, data.split.test, seed)
     return PPOModule(
         trading,
         evaluation,
-        RunLength(iterations=1),
-        8,
-        NetworkConfig(**{**SMALL_NET, **(network or {})}),
-        PPOLossConfig(**(loss or {})),
-        PPOOptimConfig(minibatch_size=16),
+        collector={"frames_per_env": 8, "iterations": 1},
+        network={**SMALL_NET, **(network or {})},
+        loss=loss or {},
+        optim={"minibatch_size": 16},
     )
 
 

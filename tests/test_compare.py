@@ -15,8 +15,8 @@ import pytest
 import yaml
 from helpers.cli import TINY, read_metrics, run_app, run_folders
 
-from experiments import compare
-from experiments.comparison import (
+from experiments.compare import cli as compare
+from experiments.compare.table import (
     RunRecord,
     aggregate,
     best_two,

@@ -16,8 +16,10 @@ from helpers.cli import TINY, app_env, ctrl_c_once, run_app
 from omegaconf import OmegaConf
 
 from datamodules.errors import ConfigError
-from experiments.curriculum import parse_phases
-from experiments.wandb_offline import offline_runs, read_run
+from experiments.compare.offline import offline_runs, read_run
+from experiments.curriculum.phases import parse_phases
+from modules.agents.ppo import PPOModule
+from modules.forecasters.module import ForecastModule
 
 AGENT = [
     "data.synthetic.sessions=60",
@@ -288,9 +290,9 @@ def test_a_phase_length_in_a_unit_the_model_does_not_use_is_refused():
     (phase,) = parse_phases(
         OmegaConf.create({"name": "m", "phases": [{"name": "a", "epochs": 2, "overrides": []}]})
     )
-    assert phase.length_overrides("forecaster", 1.0)[0] == "model.trainer.max_epochs=2"
+    assert phase.length_overrides(ForecastModule, 1.0)[0] == "model.trainer.max_epochs=2"
     with pytest.raises(ConfigError, match="does not use"):
-        phase.length_overrides("agent", 1.0)
+        phase.length_overrides(PPOModule, 1.0)
 
 
 def test_scale_shrinks_every_length_rounding_up():
@@ -298,8 +300,8 @@ def test_scale_shrinks_every_length_rounding_up():
         {"name": "m", "scale": 0.01, "phases": [{"name": "a", "frames": 50000, "overrides": []}]}
     )
     (phase,) = parse_phases(cfg)
-    assert phase.length_overrides("agent", 0.01)[0] == "model.collector.total_frames=500"
-    assert phase.length_overrides("agent", 1e-9)[0] == "model.collector.total_frames=1"
+    assert phase.length_overrides(PPOModule, 0.01)[0] == "model.collector.total_frames=500"
+    assert phase.length_overrides(PPOModule, 1e-9)[0] == "model.collector.total_frames=1"
 
 
 @pytest.mark.slow
@@ -340,7 +342,7 @@ def test_an_interrupted_curriculum_resumes_at_the_phase_it_stopped_in(tmp_path):
 
 
 def test_resume_auto_finds_a_curriculum_with_an_unfinished_phase(tmp_path):
-    from experiments.resume import find_resumable
+    from experiments.runtime.resume import find_resumable
 
     overrides = ["+model=ppo", "curriculum=dual_ticker_3phase"]
     run = tmp_path / "runs" / "2026-01-01" / "10-00-00_ppo"

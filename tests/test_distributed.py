@@ -15,18 +15,11 @@ import torch
 import torch.multiprocessing as mp
 from helpers.cli import app_env, ctrl_c_once, read_metrics, run_app, run_folders
 from helpers.ddp_worker import collectives
-from omegaconf import DictConfig, OmegaConf
 
 from datamodules.errors import ConfigError
-from experiments.distributed import (
-    AgentDDPStrategy,
-    agent_device,
-    agent_strategy,
-    check_agent_hardware,
-    launch_rank,
-    world_size,
-)
-from modules.distributed import (
+from experiments.runtime.hardware import resolve_hardware
+from modules.agents.ddp import AgentDDPStrategy, agent_strategy, check_agent_hardware
+from modules.collectives import (
     all_gather,
     average_gradients,
     broadcast_tensors,
@@ -34,6 +27,8 @@ from modules.distributed import (
     sum_over_ranks,
     weights_digest,
 )
+from modules.family import StrategyPlan
+from modules.hardware import Hardware
 
 # Two processes, 8 envs each, 8 steps per env per iteration: 128 frames per iteration in all.
 DDP_TINY = [
@@ -170,7 +165,8 @@ def test_episodes_are_counted_over_all_ranks(dqn_run):
 
 
 # ------------------------------------------------------------------ refusals and the strategy
-def _hardware(**hw) -> DictConfig:
+def _hardware(**hw) -> Hardware:
+    """The hardware group (ddp_cpu unless changed) resolved as the run resolves it."""
     base = {
         "accelerator": "cpu",
         "devices": 2,
@@ -183,7 +179,7 @@ def _hardware(**hw) -> DictConfig:
         "precision": "32-true",
         "num_threads": 1,
     }
-    return OmegaConf.create({"hardware": {**base, **hw}, "env": {"num_envs": 8}})
+    return resolve_hardware({**base, **hw})
 
 
 @pytest.mark.parametrize(
@@ -199,51 +195,56 @@ def _hardware(**hw) -> DictConfig:
 )
 def test_agents_refuse_strategies_other_than_ddp(strategy):
     with pytest.raises(ConfigError, match=r"hardware\.strategy=.*hardware=ddp_cpu"):
-        check_agent_hardware(_hardware(strategy=strategy))
+        check_agent_hardware(_hardware(strategy=strategy), 8)
 
 
 def test_agents_accept_the_ddp_configs_and_build_a_strategy_without_the_wrapper():
-    assert check_agent_hardware(_hardware()) == 2
-    assert check_agent_hardware(_hardware(strategy="ddp", num_nodes=2)) == 4
-    assert check_agent_hardware(_hardware(devices=1, strategy="auto")) == 1
-    strategy, devices, nodes = agent_strategy(_hardware().hardware, num_threads=1)
-    assert isinstance(strategy, AgentDDPStrategy) and (devices, nodes) == (2, 1)
-    assert strategy.process_group_backend == "gloo" and strategy.num_threads == 1
-    assert agent_strategy(_hardware(devices=1).hardware, None) == ("auto", 1, 1)
+    assert check_agent_hardware(_hardware(), 8) == 2
+    assert check_agent_hardware(_hardware(strategy="ddp", num_nodes=2), 8) == 4
+    assert check_agent_hardware(_hardware(devices=1, strategy="auto"), 8) == 1
+    plan = agent_strategy(_hardware(), num_threads=1)
+    assert isinstance(plan.strategy, AgentDDPStrategy) and (plan.devices, plan.num_nodes) == (2, 1)
+    assert plan.strategy.process_group_backend == "gloo" and plan.strategy.num_threads == 1
+    assert agent_strategy(_hardware(devices=1), None) == StrategyPlan("auto", 1, 1)
 
 
 def test_agents_refuse_other_accelerators_auto_envs_and_missing_gpus(monkeypatch):
     with pytest.raises(ConfigError, match="hardware.accelerator is 'mps'"):
-        check_agent_hardware(_hardware(accelerator="mps"))
-    cfg = _hardware()
-    cfg.env.num_envs = "auto"
+        check_agent_hardware(_hardware(accelerator="mps"), 8)
     with pytest.raises(ConfigError, match="env.num_envs=auto with 2 processes"):
-        check_agent_hardware(cfg)
+        check_agent_hardware(_hardware(), "auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ConfigError, match="hardware.devices=2 asks for GPUs"):
-        check_agent_hardware(_hardware(accelerator="gpu", strategy="ddp"))
+        _hardware(accelerator="gpu", strategy="ddp")
 
 
 def test_ranks_and_gpus_come_from_lightnings_launcher_or_slurm(monkeypatch):
     for key in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    hw = _hardware(accelerator="gpu", devices=-1, strategy="ddp", num_nodes=2).hardware
-    assert world_size(hw) == 8
-    assert launch_rank(hw) == 0 and agent_device(hw) == torch.device("cuda", 0)
+
+    def gpus(**hw) -> Hardware:
+        return _hardware(accelerator="gpu", strategy="ddp", **hw)
+
+    hw = gpus(devices=-1, num_nodes=2)
+    assert hw.world_size == 8
+    assert hw.rank == 0 and hw.device == torch.device("cuda", 0)
     # A process Lightning's launcher started: second node, third GPU.
     monkeypatch.setenv("NODE_RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "2")
-    assert launch_rank(hw) == 6 and agent_device(hw) == torch.device("cuda", 2)
+    hw = gpus(devices=-1, num_nodes=2)
+    assert hw.rank == 6 and hw.device == torch.device("cuda", 2)
     # A SLURM task (srun): its ranks come from SLURM.
     monkeypatch.setenv("SLURM_NTASKS", "8")
     monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4")
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_LOCALID", "1")
-    assert launch_rank(hw) == 5 and agent_device(hw) == torch.device("cuda", 1)
-    listed = _hardware(accelerator="gpu", devices=[1, 3], strategy="ddp").hardware
-    assert agent_device(listed) == torch.device("cuda", 3)  # SLURM local rank 1
+    hw = gpus(devices=-1, num_nodes=2)
+    assert hw.rank == 5 and hw.device == torch.device("cuda", 1)
+    assert gpus(devices=[1, 3]).device == torch.device("cuda", 3)  # SLURM local rank 1
 
 
 # ------------------------------------------------------------------ collectives, in-process

@@ -13,7 +13,8 @@ from helpers.agents import dqn, fit, snapshot, trainer
 from tensordict import TensorDict
 
 from datamodules.errors import ConfigError
-from modules.dqn import ExplorationConfig, load_replay_state, replay_state
+from modules.agents.config import ExplorationConfig
+from modules.agents.replay import load_replay_state, replay_state
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
-from helpers.envs import env_cfg
-from helpers.markets import crafted
+from helpers.envs import env_cfg, env_factory
+from helpers.markets import crafted, synthetic_data
 
 from datamodules.market import Market
-from datamodules.pipeline import MarketData, build_market_data
-from envs.accounting import COST_COMPONENTS
+from datamodules.pipeline import MarketData
+from envs.accounting import COST_COMPONENTS, DEFAULT_CAPITAL
 from envs.actions import TargetActions
 from envs.backtest import backtest, buy_and_hold_targets
 from envs.evaluation import evaluate_policy
@@ -20,21 +19,17 @@ from envs.frictions import Frictions
 from envs.metrics import compute_metrics
 from envs.risk import RULES
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "env"
 CAPITAL = 100_000.0
 
 
 @pytest.fixture(scope="module")
 def data() -> MarketData:
-    return build_market_data(
-        source="synthetic",
-        tickers=["AAA", "BBB", "CCC"],
-        bar_size="15min",
-        seed=2,
-        window=4,
-        cache_dir=None,
-        synthetic={"sessions": 40},
-    )
+    return synthetic_data(["AAA", "BBB", "CCC"], sessions=40, seed=2)
+
+
+def evaluate(policy, market: Market, span: tuple[int, int], cfg: dict, paths: int = 1):
+    """``evaluate_policy`` with the env configured by ``cfg`` over ``market``."""
+    return evaluate_policy(policy, env_factory(market, cfg), span, paths=paths)
 
 
 def only_asset(market: Market, i: int) -> Market:
@@ -53,18 +48,18 @@ def constant(action: int):
 @pytest.mark.parametrize("assets", [1, 3])
 def test_always_long_equals_buy_and_hold_backtest(data, assets) -> None:
     market = data.market if assets == 3 else only_asset(data.market, 0)
-    long_all = TargetActions(assets).names.index("/".join(["+1"] * assets))
+    long_all = TargetActions(market).names.index("/".join(["+1"] * assets))
     span = data.split.val
     cfg = env_cfg()
-    result, counts = evaluate_policy(constant(long_all), market, span, cfg, paths=2)
+    result, counts = evaluate(constant(long_all), market, span, cfg, paths=2)
     steps = span[1] - 1 - span[0]
     reference = backtest(
         market,
         buy_and_hold_targets(steps, assets),
         span[0],
-        Frictions(**cfg["costs"]),
-        capital=CAPITAL,
+        Frictions.from_config(cfg["costs"]),
     )
+    assert DEFAULT_CAPITAL == CAPITAL == cfg["capital"]
     assert result.equity.shape == (2, steps + 1) and result.returns.shape == (2, steps)
     assert (result.timestamps == reference.timestamps).all()
     for name in ("equity", "returns", "weights", "targets", "fills"):
@@ -87,7 +82,7 @@ def test_metrics_are_compute_metrics_of_its_returns(data) -> None:
         return torch.where(obs[:, 0] > 0, 1, 2)
 
     market = only_asset(data.market, 1)
-    result, _ = evaluate_policy(momentum, market, data.split.test, env_cfg(), paths=1)
+    result, _ = evaluate(momentum, market, data.split.test, env_cfg(), paths=1)
     expected = compute_metrics(
         result.returns,
         market.periods_per_year,
@@ -108,9 +103,9 @@ def test_evaluation_ignores_training_episode_settings(data) -> None:
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return torch.where(obs[:, 0] > 0, 1, 0)
 
-    base, _ = evaluate_policy(policy, market, span, env_cfg(), paths=3)
+    base, _ = evaluate(policy, market, span, env_cfg(), paths=3)
     training = env_cfg(episode={"length": 10, "random_start": True}, dtype="float32", num_envs=64)
-    other, _ = evaluate_policy(policy, market, span, training, paths=3)
+    other, _ = evaluate(policy, market, span, training, paths=3)
     assert base.returns.shape[1] == span[1] - 1 - span[0]
     assert base.equity.dtype == torch.float64
     torch.testing.assert_close(base.equity, other.equity, rtol=0, atol=0)
@@ -119,7 +114,7 @@ def test_evaluation_ignores_training_episode_settings(data) -> None:
 
 
 def test_flat_policy_keeps_the_capital(data) -> None:
-    result, _ = evaluate_policy(constant(0), data.market, data.split.val, env_cfg(), paths=1)
+    result, _ = evaluate(constant(0), data.market, data.split.val, env_cfg(), paths=1)
     assert (result.equity == CAPITAL).all() and (result.returns == 0).all()
     assert (result.costs["total"] == 0).all() and (result.weights == 0).all()
     assert float(result.metrics["total_return"][0]) == 0.0
@@ -133,7 +128,7 @@ CRASH_THEN_RALLY = [100.0] * 10 + [90.0] * 6 + [95.0, 100.0, 105.0, 110.0, 120.0
 def test_a_loss_cut_mid_split_keeps_the_equity_flat_afterwards() -> None:
     market = crafted(CRASH_THEN_RALLY)
     cfg = env_cfg(risk={"loss_cut": 0.05})
-    result, _ = evaluate_policy(constant(1), market, (0, market.num_bars), cfg, paths=2)
+    result, _ = evaluate(constant(1), market, (0, market.num_bars), cfg, paths=2)
     cut = 9  # decided at bar 9, filled at bar 10's open: the 10% fall ends the episode
     equity = result.equity[0]
     assert float(equity[cut + 1]) < 0.91 * CAPITAL
@@ -146,12 +141,12 @@ def test_a_loss_cut_mid_split_keeps_the_equity_flat_afterwards() -> None:
     total = float(result.metrics["total_return"][0])
     assert total == pytest.approx(float(equity[-1]) / CAPITAL - 1.0)
     # Without the rule the same policy rides the rally.
-    free, _ = evaluate_policy(constant(1), market, (0, market.num_bars), env_cfg(), paths=1)
+    free, _ = evaluate(constant(1), market, (0, market.num_bars), env_cfg(), paths=1)
     assert float(free.equity[0, -1]) > 1.3 * CAPITAL
 
 
 def test_risk_counts_of_an_evaluation_count_each_path_once() -> None:
     market = crafted(CRASH_THEN_RALLY + [150.0, 160.0])
     cfg = env_cfg(risk={"loss_cut": 0.05, "profit_lock": 0.4})
-    _, counts = evaluate_policy(constant(1), market, (0, market.num_bars), cfg, paths=2)
+    _, counts = evaluate(constant(1), market, (0, market.num_bars), cfg, paths=2)
     assert counts == {**dict.fromkeys(RULES, 0), "loss_cut": 2}

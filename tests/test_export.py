@@ -12,10 +12,10 @@ import torch
 from helpers.cli import run_app, run_folders
 from helpers.export import FAMILIES, exported, make_run
 
-from experiments.export import ExportError, export_model, load_weights
-from experiments.export_formats import FORMATS, eager_runner, load_runner
-from experiments.export_verify import ExportMismatchError, compare
-from experiments.export_wrappers import Signature
+from experiments.export.bundle import ExportError, export_model, load_weights
+from experiments.export.formats import FORMATS, eager_runner, load_runner
+from experiments.export.verify import ExportMismatchError, compare
+from modules.signature import Signature
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,10 @@ def test_every_format_matches_eager_on_the_test_split(family, root):
     batch = tuple(rng.standard_normal((5, *i["shape"][1:])).astype(np.float32) for i in sig_inputs)
     if family == "transformer":  # ages are minutes before the last row
         batch = (batch[0], np.abs(batch[1]) * 100)
-    from experiments.export import _wrap, best_checkpoint
+    from experiments.export.bundle import best_checkpoint
 
-    wrapper, sig, _, prefix = _wrap(cfg, module, data)
-    load_weights(wrapper.net, best_checkpoint(bundle.parent), prefix)
-    ref = eager_runner(wrapper)(batch)
+    load_weights(module, best_checkpoint(bundle.parent))
+    ref = eager_runner(module.inference().wrapper)(batch)
     for fmt, name in FORMATS.items():
         got = load_runner(fmt, bundle / name)(batch)
         for r, g in zip(ref, got, strict=True):
@@ -51,7 +50,8 @@ def test_every_format_matches_eager_on_the_test_split(family, root):
 def test_metadata_records_market_actions_training_range_config_and_versions(root):
     _, _, data, bundle = exported("ppo_mlp", root)
     meta = json.loads((bundle / "metadata.json").read_text())
-    assert meta["kind"] == "agent" and meta["algorithm"] == "ppo" and meta["model"] == "ppo"
+    assert meta["kind"] == "agent" and meta["model"] == "ppo"
+    assert meta["family"] == "modules.agents.ppo.PPOModule"
     assert meta["tickers"] == ["NVDA", "MSFT"] and meta["bar_size"] == "15min"
     assert meta["feature_names"] == list(data.market.feature_names)
     assert set(meta["normalisation"]) == set(meta["feature_names"])
@@ -98,16 +98,14 @@ class _NotWeights:
 
 
 def test_checkpoints_load_weights_only_and_refuse_pickled_objects(tmp_path):
-    net = torch.nn.Linear(2, 2)
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2))
     path = tmp_path / "evil.ckpt"
-    torch.save(
-        {"state_dict": {"net.weight": net.weight, "net.bias": net.bias}, "x": _NotWeights()}, path
-    )
+    torch.save({"state_dict": module.state_dict(), "x": _NotWeights()}, path)
     with pytest.raises(pickle.UnpicklingError):
-        load_weights(net, path, "net.")
-    with pytest.raises(ExportError, match="no 'qnet.\\*' weights"):
-        torch.save({"state_dict": {"net.weight": net.weight}}, path)
-        load_weights(net, path, "qnet.")
+        load_weights(module, path)
+    with pytest.raises(ExportError, match="does not hold this run's model"):
+        torch.save({"state_dict": {"qnet.weight": torch.zeros(2, 2)}}, path)
+        load_weights(module, path)
 
 
 def test_export_cli_refuses_a_folder_that_is_not_a_run_with_exit_2(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 from datamodules.errors import ConfigError
 from datamodules.features import CALENDAR_NAMES, FeatureConfig, add_features
-from datamodules.pipeline import build_market_data
+from datamodules.sources import FileSource, SampleSource, SyntheticSource
 from datamodules.synthetic import SyntheticConfig, generate_bars
 
 DEFAULT_NAMES = [
@@ -110,8 +110,7 @@ def _intraday_csvs(folder, raw: pl.DataFrame) -> dict[str, str]:
 
 
 def _build(files: dict[str, str], **kw):
-    return build_market_data(
-        source="csv",
+    return FileSource(
         tickers=["A", "B"],
         bar_size="15min",
         files=files,
@@ -119,7 +118,7 @@ def _build(files: dict[str, str], **kw):
         split={"train": 0.6, "val": 0.2, "gap_bars": 4},
         cache_dir=None,
         **kw,
-    )
+    ).build()
 
 
 def test_pipeline_features_normalisation_sigma_adv_up_to_t_ignore_later_bars(tmp_path):
@@ -165,14 +164,13 @@ def test_normalisation_is_fitted_on_the_training_split_only(tmp_path):
 def test_default_features_are_12_per_ticker_named_in_order():
     cfg = FeatureConfig()
     assert cfg.names() == DEFAULT_NAMES
-    data = build_market_data(
-        source="synthetic",
+    data = SyntheticSource(
         tickers=["X", "Y", "Z"],
         bar_size="15min",
         window=16,
         synthetic={"sessions": 40},
         cache_dir=None,
-    )
+    ).build()
     m = data.market
     assert m.feature_names == tuple(DEFAULT_NAMES)
     assert m.features.shape == (m.num_bars, 3, 12)
@@ -194,23 +192,22 @@ def test_feature_knobs_change_the_feature_set_and_the_warmup():
         "range",
     ]
     assert cfg.warmup == 21 + 3  # volatility/liquidity window + 1, plus the extra bars
-    m = build_market_data(
-        source="synthetic",
+    source = SyntheticSource(
         tickers=["X"],
         bar_size="15min",
         window=16,
         features=features,
         synthetic={"sessions": 40},
         cache_dir=None,
-    ).market
+    )
+    m = source.build().market
     assert m.feature_names == tuple(cfg.names())
     assert m.num_bars == 40 * 26 - cfg.warmup
 
 
 def test_unknown_feature_key_is_a_config_error_naming_data_features():
     with pytest.raises(ConfigError) as err:
-        build_market_data(
-            source="synthetic",
+        SyntheticSource(
             tickers=["X"],
             bar_size="15min",
             features={"rsi_windw": 10},
@@ -218,6 +215,32 @@ def test_unknown_feature_key_is_a_config_error_naming_data_features():
         )
     msg = str(err.value)
     assert "data.features" in msg and "rsi_windw" in msg and "rsi_window" in msg
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"return_horizons": ()}, "data.features.return_horizons is empty"),
+        ({"return_horizons": (1, 0)}, "data.features.return_horizons is 0"),
+        ({"ema_spans": (10, 10)}, "each value may appear only once"),
+        ({"ema_spans": 10}, "data.features.ema_spans is 10; it must be a list"),
+        ({"rsi_window": 0}, "data.features.rsi_window is 0"),
+        ({"volatility_window": 1}, "data.features.volatility_window is 1"),
+        ({"liquidity_window": 1.5}, "data.features.liquidity_window is 1.5"),
+        ({"warmup_bars": -2}, "data.features.warmup_bars is -2"),
+        ({"calendar": "yes"}, "data.features.calendar is 'yes'"),
+    ],
+)
+def test_feature_knobs_out_of_range_are_config_errors_naming_the_key(kwargs, needle):
+    with pytest.raises(ConfigError) as err:
+        FeatureConfig(**kwargs)
+    assert needle in str(err.value)
+
+
+def test_feature_lists_become_tuples():
+    cfg = FeatureConfig(return_horizons=[1, 2], ema_spans=[4])
+    assert cfg.return_horizons == (1, 2) and cfg.ema_spans == (4,)
+    assert hash(cfg) == hash(FeatureConfig(return_horizons=(1, 2), ema_spans=(4,)))
 
 
 def test_feature_values_match_their_definitions():
@@ -246,14 +269,14 @@ def test_feature_values_match_their_definitions():
 
 
 def test_calendar_features_only_for_intraday_bars():
-    intraday = build_market_data(
-        source="synthetic",
+    intraday_source = SyntheticSource(
         tickers=["X"],
         bar_size="30min",
         window=16,
         synthetic={"sessions": 40},
         cache_dir=None,
-    ).market
+    )
+    intraday = intraday_source.build().market
     assert intraday.time_feature_names == CALENDAR_NAMES
     assert intraday.time_features.shape == (intraday.num_bars, 4)
     # Row of a Tuesday 09:30 bar: time of day 570 min, day of week 1 (Monday = 0).
@@ -269,33 +292,31 @@ def test_calendar_features_only_for_intraday_bars():
         atol=1e-6,
     )
 
-    daily = build_market_data(
-        source="synthetic",
+    daily_source = SyntheticSource(
         tickers=["X"],
         bar_size="1d",
         window=16,
         synthetic={"sessions": 300},
         cache_dir=None,
-    ).market
+    )
+    daily = daily_source.build().market
     assert daily.time_features.shape == (daily.num_bars, 0)
     assert daily.time_feature_names == ()
 
-    off = build_market_data(
-        source="synthetic",
+    off_source = SyntheticSource(
         tickers=["X"],
         bar_size="30min",
         window=16,
         synthetic={"sessions": 40},
         features={"calendar": False},
         cache_dir=None,
-    ).market
+    )
+    off = off_source.build().market
     assert off.time_features.shape == (off.num_bars, 0)
 
 
 def test_sample_daily_market_has_no_calendar_features_and_60_warmup_bars():
-    m = build_market_data(
-        source="sample", tickers=["MSFT"], bar_size="1d", window=32, cache_dir=None
-    ).market
+    m = SampleSource(tickers=["MSFT"], bar_size="1d", window=32, cache_dir=None).build().market
     assert m.num_bars == 3270 - FeatureConfig().warmup == 3210
     assert m.time_features.shape == (3210, 0)
     assert m.features.shape == (3210, 1, 12)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers.envs import env_cfg, env_config
 
 from datamodules.errors import ConfigError
 from envs.frictions import BPS, Frictions
@@ -160,3 +161,26 @@ def test_scale_multiplies_every_cost_component(scale: float) -> None:
 def test_a_negative_scale_is_refused() -> None:
     with pytest.raises(ConfigError, match="env.costs.scale"):
         Frictions(scale=-0.5)
+
+
+# ------------------------------------------------------------------ from config
+def test_from_config_builds_frictions_from_the_env_costs() -> None:
+    assert Frictions.from_config(env_cfg()["costs"]) == Frictions()  # the conf's are the defaults
+    assert Frictions.from_config(env_config().costs) == Frictions()  # an OmegaConf node too
+    assert Frictions.from_config(None) == Frictions()
+    half = Frictions(scale=0.5)
+    assert Frictions.from_config(half) is half
+    assert Frictions.from_config({"scale": 0.5, "spread_bps": 0.0}) == Frictions(
+        scale=0.5, spread_bps=0.0
+    )
+
+
+def test_from_config_names_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(ConfigError, match=r"env\.costs has unknown key\(s\) fee_bps"):
+        Frictions.from_config({"fee_bps": 1.0})
+    with pytest.raises(ConfigError, match=r"backtest\.costs has unknown key\(s\) fee_bps"):
+        Frictions.from_config({"fee_bps": 1.0}, key="backtest.costs")
+    with pytest.raises(ConfigError, match=r"env\.costs\.scale is -1"):
+        Frictions.from_config({"scale": -1.0})
+    with pytest.raises(ConfigError, match=r"env\.costs must be a mapping"):
+        Frictions.from_config([1.0, 2.0])

@@ -12,9 +12,10 @@ from helpers.cli import TINY, read_metrics, run_app, run_folders
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from experiments import launchers
-from experiments.app import CONF_DIR, register_resolvers
-from experiments.wandb_offline import offline_runs, read_run
+from experiments.compare.offline import offline_runs, read_run
+from experiments.config.groups import CONF_DIR
+from experiments.config.resolvers import register_resolvers
+from experiments.runtime import sweeps as launchers
 
 # With +model swept, Hydra composes the sweep once without a model: set model keys with ++.
 SWEEP_TINY = [f"++{o}" if o.startswith("model.") else o for o in TINY]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.metrics import compute_metrics, metrics_to_floats
+from envs.metrics import REPORTED, compute_metrics, metrics_to_floats
 
 ATOL = 1e-9
 DAILY = 252.0
@@ -353,3 +353,13 @@ def test_metrics_to_floats_rejects_batched_metrics() -> None:
     batch = compute_metrics(torch.zeros(2, 3, dtype=torch.float64), DAILY)
     with pytest.raises(ValueError):
         metrics_to_floats(batch)
+
+
+def test_reported_metrics_are_what_a_run_with_positions_computes() -> None:
+    assert REPORTED[:4] == ("sharpe", "sortino", "annual_return", "total_return")
+    assert len(set(REPORTED)) == len(REPORTED) == 11
+    r = torch.as_tensor(_normal(n=50))
+    positions = torch.full((50, 2), 0.5, dtype=torch.float64)
+    out = compute_metrics(r, DAILY, positions=positions, turnover=r.abs(), trades=r.abs())
+    assert set(REPORTED) <= set(out)
+    assert not set(REPORTED) <= set(compute_metrics(r, DAILY))  # needs the positions

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from modules.networks import LSTMForecaster, TransformerForecaster
+from modules.forecasters.lstm import LSTMForecaster
+from modules.forecasters.transformer import TransformerForecaster
 
 B, L, F, G = 4, 12, 3, 2
 BAR_MINUTES = 5.0

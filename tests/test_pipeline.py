@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,32 @@ from hydra.utils import instantiate
 from datamodules.errors import ConfigError, DataError, UserInputError
 from datamodules.features import FeatureConfig, add_features
 from datamodules.pipeline import MarketData, build_market_data
-from datamodules.sources import load_sample
+from datamodules.sources import FileSource, SampleSource, SyntheticSource, load_sample
+from datamodules.splits import SplitConfig
+from datamodules.synthetic import SyntheticConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _compose(overrides: list[str]):
+    """The run's whole config (conf/config.yaml)."""
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         return compose(config_name="config", overrides=overrides)
+
+
+def _compose_data(option: str, overrides: list[str] = (), tickers: str = "[MSFT]"):
+    """conf/data/<option> on its own, with stand-ins for the keys other groups own."""
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose(
+            config_name=None,
+            overrides=[
+                f"+data={option}",
+                f"+env.tickers={tickers}",
+                "+seed=7",
+                "+paths.cache_dir=null",
+                *overrides,
+            ],
+        )
 
 
 def _daily_csv(path, n: int = 300, seed: int = 0) -> pl.DataFrame:
@@ -46,10 +65,53 @@ def _daily_csv(path, n: int = 300, seed: int = 0) -> pl.DataFrame:
 
 # --- the shipped configs -----------------------------------------------------------------
 
+OPTIONS = {
+    "synthetic": SyntheticSource,
+    "sample": SampleSource,
+    "files": FileSource,
+    "csv": FileSource,
+    "parquet": FileSource,
+}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_each_data_option_composes_and_instantiates_into_its_source_class(tmp_path, option):
+    _daily_csv(tmp_path / "msft.csv")
+    pl.read_csv(tmp_path / "msft.csv").write_parquet(tmp_path / "msft.parquet")
+    extension = "parquet" if option == "parquet" else "csv"
+    files = [f"data.files={{MSFT:{tmp_path / f'msft.{extension}'}}}"]
+    cfg = _compose_data(option, files if OPTIONS[option] is FileSource else [])
+    assert "source" not in cfg.data  # the source is the _target_ class, not a string key
+    # every key of the data node is a field of the class (and every field is in the file)
+    cls = OPTIONS[option]
+    assert set(cfg.data) - {"_target_", "_convert_"} == {f.name for f in fields(cls)}
+    assert set(cfg.data.features) == {f.name for f in fields(FeatureConfig)}
+    assert set(cfg.data.split) == {f.name for f in fields(SplitConfig)}
+
+    source = instantiate(cfg.data)
+    assert type(source) is cls
+    assert source.tickers == ("MSFT",) and source.cache_dir is None
+    assert isinstance(source.features, FeatureConfig) and isinstance(source.split, SplitConfig)
+    if cls is SyntheticSource:
+        assert set(cfg.data.synthetic) == {f.name for f in fields(SyntheticConfig)}
+        assert source.seed == 7 and source.sessions_per_year == 252.0 and source.is_synthetic
+        assert isinstance(source.synthetic, SyntheticConfig)
+        assert source.synthetic.regime_vol == (0.7, 1.6)
+    elif cls is SampleSource:
+        assert (source.bar_size, source.window, source.batch_size) == ("1d", 32, 128)
+        assert source.split.gap_bars == 5 and not source.is_synthetic
+    else:
+        assert source.format == {"files": "auto"}.get(option, option)
+        assert source.files == {"MSFT": str(tmp_path / f"msft.{extension}")}
+        assert source.columns == dict.fromkeys(
+            ("timestamp", "open", "high", "low", "close", "volume")
+        )
+        assert source.name == "files" and not source.is_synthetic
+
 
 def test_sample_data_config_builds_the_real_msft_market():
-    cfg = _compose(["data=sample", "env.tickers=[MSFT]", "paths.cache_dir=null"])
-    data = instantiate(cfg.data)
+    cfg = _compose_data("sample", tickers="[MSFT]")
+    data = instantiate(cfg.data).build()
     assert isinstance(data, MarketData)
     m = data.market
     assert m.tickers == ("MSFT",) and m.source == "sample" and not m.synthetic
@@ -75,30 +137,55 @@ def test_sample_data_config_builds_the_real_msft_market():
 def test_csv_data_config_keys_reach_the_builder(tmp_path):
     path = tmp_path / "x.csv"
     raw = _daily_csv(path)
-    cfg = _compose(
+    cfg = _compose_data(
+        "csv",
         [
-            "data=csv",
-            "env.tickers=[XYZ]",
-            "paths.cache_dir=null",
             "data.bar_size=1d",
             "data.window=16",
             "data.sessions_per_year=365",
-            f"+data.files.XYZ={path}",
+            f"data.files={{XYZ:{path}}}",  # as a user types it: data.files={ABC:prices.csv}
             "data.columns={timestamp: day}",
             "data.timestamp_format='%d/%m/%Y'",
-        ]
+        ],
+        tickers="[XYZ]",
     )
-    m = instantiate(cfg.data).market
-    assert m.tickers == ("XYZ",) and m.source == "csv"
+    m = instantiate(cfg.data).build().market
+    assert m.tickers == ("XYZ",) and m.source == "files"
     np.testing.assert_array_equal(m.close[:, 0], raw["close"].to_numpy()[-m.num_bars :])
     assert m.timestamps[0].astype(object) == dt.datetime(2019, 1, 1) + dt.timedelta(
         days=raw.height - m.num_bars
     )
 
 
+def test_one_long_file_with_a_ticker_column_composes_from_the_command_line(tmp_path):
+    one = _daily_csv(tmp_path / "one.csv", seed=1).with_columns(pl.lit("AAA").alias("sym"))
+    two = _daily_csv(tmp_path / "two.csv", seed=2).with_columns(pl.lit("BBB").alias("sym"))
+    path = tmp_path / "both.parquet"
+    pl.concat([one, two]).write_parquet(path)
+    cfg = _compose_data(
+        "files",
+        [
+            f"data.files={path}",
+            "data.ticker_column=sym",
+            "data.columns.timestamp=day",
+            "data.timestamp_format='%d/%m/%Y'",
+            "data.bar_size=1d",
+            "data.window=16",
+            "data.sessions_per_year=365",
+        ],
+        tickers="[BBB,AAA]",
+    )
+    m = instantiate(cfg.data).build().market
+    assert m.tickers == ("BBB", "AAA")
+    np.testing.assert_allclose(m.close[:, 0], two["close"].to_numpy()[-m.num_bars :])
+    np.testing.assert_allclose(m.close[:, 1], one["close"].to_numpy()[-m.num_bars :])
+
+
 def test_default_synthetic_config_builds_a_tagged_synthetic_market():
     cfg = _compose(["paths.cache_dir=null", "data.synthetic.sessions=60", "data.window=16"])
-    m = instantiate(cfg.data).market
+    source = instantiate(cfg.data)
+    assert isinstance(source, SyntheticSource) and source.seed == cfg.seed
+    m = source.build().market
     assert m.synthetic and m.source == "synthetic"
     assert m.tickers == tuple(cfg.env.tickers)
     assert m.bar_minutes == 15.0 and m.bars_per_session == 26.0 and m.sessions_per_year == 252.0
@@ -109,7 +196,7 @@ def test_default_synthetic_config_builds_a_tagged_synthetic_market():
 
 def test_features_are_raw_features_z_scored_with_the_recorded_training_statistics():
     data = build_market_data(
-        source="sample", tickers=["AAPL", "IBM"], bar_size="1d", window=32, cache_dir=None
+        SampleSource(tickers=["AAPL", "IBM"], bar_size="1d", window=32, cache_dir=None)
     )
     m = data.market
     raw = add_features(load_sample(["AAPL", "IBM"]), FeatureConfig())
@@ -125,14 +212,14 @@ def test_features_are_raw_features_z_scored_with_the_recorded_training_statistic
 
 
 def test_slice_cuts_every_per_bar_array_alike():
-    m = build_market_data(
-        source="synthetic",
+    source = SyntheticSource(
         tickers=["A", "B"],
         bar_size="30min",
         window=8,
         synthetic={"sessions": 40},
         cache_dir=None,
-    ).market
+    )
+    m = source.build().market
     part = m.slice(100, 150)
     assert part.num_bars == 50 and part.num_assets == 2
     for name in (
@@ -156,61 +243,68 @@ def test_slice_cuts_every_per_bar_array_alike():
 @pytest.mark.parametrize(
     ("kwargs", "error", "needle"),
     [
-        ({"source": "excel"}, ConfigError, "data.source is 'excel'"),
+        (
+            {"cls": FileSource, "files": {"A": "a.xlsx"}, "format": "excel"},
+            ConfigError,
+            "data.format is 'excel'",
+        ),
         ({"tickers": []}, ConfigError, "env.tickers"),
         ({"tickers": ["A", "A"]}, ConfigError, "env.tickers"),
         ({"bar_size": "fortnight"}, ConfigError, "data.bar_size"),
         ({"features": {"rsi": 3}}, ConfigError, "data.features has unknown key(s) rsi"),
-        ({"source": "csv"}, ConfigError, "data.files"),
-        ({"source": "parquet"}, ConfigError, "data.files"),
+        ({"cls": FileSource}, ConfigError, "data.files"),
+        ({"cls": FileSource, "format": "parquet"}, ConfigError, "data.files"),
         ({"split": {"train": 0.9, "val": 0.2}}, ConfigError, "data.split.train"),
-        ({"source": "sample", "tickers": ["NVDA"]}, DataError, "data=sample only has"),
+        ({"cls": SampleSource, "tickers": ["NVDA"]}, DataError, "data=sample only has"),
         (
-            {"source": "sample", "tickers": ["GOOG", "MSFT"], "bar_size": "1d"},
+            {"cls": SampleSource, "tickers": ["GOOG", "MSFT"], "bar_size": "1d"},
             DataError,
             "data.min_aligned_share=0.8",
         ),
     ],
 )
 def test_bad_config_is_a_user_input_error_naming_the_key(kwargs, error, needle):
-    args = {
-        "source": "synthetic",
-        "tickers": ["A"],
-        "bar_size": "15min",
-        "window": 16,
-        "synthetic": {"sessions": 40},
-        "cache_dir": None,
-        **kwargs,
-    }
+    args = {"tickers": ["A"], "bar_size": "15min", "window": 16, "cache_dir": None, **kwargs}
+    cls = args.pop("cls", SyntheticSource)
+    if cls is SyntheticSource:
+        args["synthetic"] = {"sessions": 40}
     with pytest.raises(error) as err:
-        build_market_data(**args)
+        cls(**args).build()
     assert needle in str(err.value)
     assert isinstance(err.value, UserInputError)
 
 
+def test_build_market_data_takes_a_source_and_equals_its_build():
+    source = SyntheticSource(tickers=["A"], window=8, synthetic={"sessions": 30}, cache_dir=None)
+    a, b = build_market_data(source), source.build()
+    assert a.split == b.split and (a.window, a.batch_size) == (8, 256)
+    np.testing.assert_array_equal(a.market.features, b.market.features)
+    with pytest.raises(TypeError, match="SyntheticSource"):
+        build_market_data("synthetic")
+
+
 def test_missing_csv_file_is_named_through_the_pipeline(tmp_path):
     with pytest.raises(DataError, match="data.files.XYZ: file .*missing.csv' does not exist"):
-        build_market_data(
-            source="csv",
+        FileSource(
             tickers=["XYZ"],
             bar_size="1d",
             files={"XYZ": str(tmp_path / "missing.csv")},
             cache_dir=None,
-        )
+        ).build()
 
 
 def test_csv_with_wrong_timestamp_format_is_named_through_the_pipeline(tmp_path):
     path = tmp_path / "x.csv"
     _daily_csv(path)
+    source = FileSource(
+        tickers=["X"],
+        bar_size="1d",
+        files={"X": str(path)},
+        columns={"timestamp": "day"},
+        timestamp_format="%Y-%m-%d",
+        cache_dir=None,
+    )
     with pytest.raises(DataError) as err:
-        build_market_data(
-            source="csv",
-            tickers=["X"],
-            bar_size="1d",
-            files={"X": str(path)},
-            columns={"timestamp": "day"},
-            timestamp_format="%Y-%m-%d",
-            cache_dir=None,
-        )
+        source.build()
     msg = str(err.value)
     assert "row 1" in msg and "'01/01/2019'" in msg and "data.timestamp_format='%Y-%m-%d'" in msg

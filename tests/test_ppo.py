@@ -11,8 +11,7 @@ from torchrl.objectives.value.functional import generalized_advantage_estimate
 
 from datamodules.errors import ConfigError
 from envs.risk import RULES
-from modules.ppo import ACTOR_STATE, CRITIC_STATE
-from modules.rollouts import RunLength
+from modules.agents.ppo import ACTOR_STATE, CRITIC_STATE
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -125,7 +124,7 @@ def test_lr_schedule_over_the_iterations(agent_data, schedule, factors) -> None:
 
 
 def test_lr_schedule_needs_a_known_length(agent_data) -> None:
-    module = ppo(agent_data, length=RunLength(episodes=3), optim={"lr_schedule": "linear"})
+    module = ppo(agent_data, length={"episodes": 3}, optim={"lr_schedule": "linear"})
     with pytest.raises(ConfigError, match=r"model\.optim\.lr_schedule"):
         module.configure_optimizers()
 
@@ -301,7 +300,6 @@ def test_optim_config_errors(agent_data, optim, match) -> None:
         ppo(agent_data, optim=optim)
 
 
-def test_unknown_lr_schedule_is_a_config_error(agent_data) -> None:
-    module = ppo(agent_data, optim={"lr_schedule": "step"})
+def test_unknown_lr_schedule_is_a_config_error_before_the_agent_is_built(agent_data) -> None:
     with pytest.raises(ConfigError, match=r"model\.optim\.lr_schedule is 'step'"):
-        module.configure_optimizers()
+        ppo(agent_data, optim={"lr_schedule": "step"})

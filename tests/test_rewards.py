@@ -11,14 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.envs import env_cfg
+from helpers.envs import env_cfg, make_env
+from helpers.markets import synthetic_data
+from hydra.utils import instantiate
 from tensordict import TensorDict
 
 from datamodules.errors import ConfigError
 from datamodules.market import Market
-from datamodules.pipeline import MarketData, build_market_data
-from envs.factory import make_env
-from envs.rewards import RewardConfig, differential_sharpe
+from datamodules.pipeline import MarketData
+from envs.actions import TargetActions
+from envs.rewards import (
+    DifferentialSharpeReward,
+    LogReturnReward,
+    PnLReward,
+    Reward,
+    differential_sharpe,
+)
 from envs.trading import TradingEnv
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "env"
@@ -28,15 +36,7 @@ NO_COSTS = {"commission_bps": 0.0, "spread_bps": 0.0, "slippage_bps": 0.0, "impa
 
 @pytest.fixture(scope="module")
 def pair() -> MarketData:
-    return build_market_data(
-        source="synthetic",
-        tickers=["AAA", "BBB"],
-        bar_size="15min",
-        seed=1,
-        window=4,
-        cache_dir=None,
-        synthetic={"sessions": 40},
-    )
+    return synthetic_data(["AAA", "BBB"], sessions=40, seed=1)
 
 
 def actions_for(env: TradingEnv, steps: int, seed: int = 0) -> torch.Tensor:
@@ -69,12 +69,50 @@ def run(env: TradingEnv, actions: torch.Tensor) -> dict[str, torch.Tensor]:
     return {k: torch.stack(v) for k, v in out.items()}
 
 
-def test_reward_config_is_validated() -> None:
-    with pytest.raises(ConfigError, match="env.reward.kind"):
-        RewardConfig(kind="sortino")
+@pytest.mark.parametrize("cls", [PnLReward, LogReturnReward, DifferentialSharpeReward])
+def test_rewards_are_validated(cls) -> None:
     for scale in (0.0, -1.0):
         with pytest.raises(ConfigError, match="env.reward.scale"):
-            RewardConfig(scale=scale)
+            cls(scale=scale)
+    for eta in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="env.reward.normalize_eta"):
+            cls(normalize_eta=eta)
+    with pytest.raises(ConfigError, match="env.reward.warn_below.*env.reward.warn_above"):
+        cls(warn_above=1e-3, warn_below=1.0)
+
+
+def test_reward_specific_knobs_are_validated() -> None:
+    with pytest.raises(ConfigError, match="env.reward.sharpe_eta"):
+        DifferentialSharpeReward(sharpe_eta=0.0)
+    with pytest.raises(ConfigError, match="env.reward.weights"):
+        PnLReward(weights=["a lot", "little"])
+
+
+@pytest.mark.parametrize(
+    "name, cls, scale",
+    [
+        ("pnl", PnLReward, 1e4),
+        ("log_return", LogReturnReward, 1e4),
+        ("differential_sharpe", DifferentialSharpeReward, 1.0),
+    ],
+)
+def test_each_reward_config_builds_its_reward_by_target(name, cls, scale) -> None:
+    cfg = env_cfg(overrides=[f"reward={name}"])
+    reward = instantiate(cfg["reward"])
+    assert type(reward) is cls and isinstance(reward, Reward)
+    assert reward.scale == scale and reward.normalize is False
+    assert (reward.warn_above, reward.warn_below) == (1e3, 1e-6)
+
+
+def test_a_bound_reward_is_a_copy_so_one_config_serves_several_envs(pair) -> None:
+    reward = PnLReward(weights=[1.0, 0.0])
+    span = pair.split.train
+    actions = TargetActions
+    low = TradingEnv(pair.market, span, actions=actions, reward=reward, dtype="float32")
+    high = TradingEnv(pair.market, span, actions=actions, reward=reward, evaluation=True)
+    assert reward.capital is None and low.reward is not reward and high.reward is not low.reward
+    assert low.reward.dtype == torch.float32 and high.reward.dtype == torch.float64
+    assert low.state["reward_var"].dtype == torch.float32
 
 
 @pytest.mark.parametrize("scale", [1e4, 1.0])
@@ -146,7 +184,8 @@ def test_reward_weights_one_zero_reward_only_the_first_ticker(pair) -> None:
 
 
 def test_log_return_reward(pair) -> None:
-    cfg = env_cfg("dual_ticker", dtype="float64", reward={"kind": "log_return", "scale": 100.0})
+    log_return = ["reward=log_return", "~reward.weights"]
+    cfg = env_cfg("dual_ticker", log_return, dtype="float64", reward={"scale": 100.0})
     env = make_env(pair.market, pair.split.train, cfg, num_envs=4, seed=4)
     out = run(env, actions_for(env, 100, seed=3))
     assert torch.isfinite(out["reward"]).all() and (out["reward"] != 0).any()
@@ -156,8 +195,9 @@ def test_log_return_reward(pair) -> None:
 
 def test_differential_sharpe_reward_follows_the_ema_recursion(pair) -> None:
     eta = 0.05
-    reward = {"kind": "differential_sharpe", "scale": 1.0, "sharpe_eta": eta}
-    cfg = env_cfg("dual_ticker", dtype="float64", reward=reward)
+    reward = {"scale": 1.0, "sharpe_eta": eta}
+    dsr = ["reward=differential_sharpe", "~reward.weights"]
+    cfg = env_cfg("dual_ticker", dsr, dtype="float64", reward=reward)
     env = make_env(pair.market, pair.split.train, cfg, num_envs=4, seed=5)
     out = run(env, actions_for(env, 150, seed=4))
     assert torch.isfinite(out["reward"]).all() and (out["reward"] != 0).any()

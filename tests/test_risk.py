@@ -3,41 +3,45 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+from helpers.envs import env_cfg, env_factory, make_env
 from helpers.markets import BARS, crafted
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
 from tensordict import TensorDict
 
 from datamodules.errors import ConfigError
 from datamodules.market import Market
-from envs.factory import make_env
-from envs.risk import RULES, RiskRules, apply_position_limits
+from envs.actions import TargetActions
+from envs.evaluation import evaluate_policy
+from envs.risk import RULES, STATE_KEYS, RiskRules, apply_position_limits
 from envs.trading import TradingEnv
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "env"
 CAPITAL = 100_000.0
 NO_COSTS = {"commission_bps": 0.0, "spread_bps": 0.0, "slippage_bps": 0.0, "impact_coef": 0.0}
 FLAT, LONG, SHORT = 0, 1, 2  # single-ticker target actions (levels 0, +1, -1)
 
 
-def env_for(market: Market, risk: dict | None = None, actions: dict | None = None) -> TradingEnv:
-    """One env over the whole crafted market, frictionless, float64, from its first bar."""
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "single_ticker.yaml"))
-    cfg.update(costs=NO_COSTS, dtype="float64")
-    cfg["risk"].update(risk or {})
-    cfg["actions"].update(actions or {})
-    cfg["reward"]["weights"] = None
-    return make_env(
-        market,
-        (0, market.num_bars),
-        cfg,
-        num_envs=1,
-        episode_overrides={"length": None, "random_start": False},
+def env_for(
+    market: Market,
+    risk: dict | None = None,
+    actions: dict | None = None,
+    scheme: str = "targets",
+) -> TradingEnv:
+    """One env over the whole crafted market, frictionless, float64, from its first bar
+    (``scheme``: the env/actions config; ``actions`` and ``risk``: its knobs)."""
+    cfg = env_cfg(
+        overrides=[f"actions={scheme}"],
+        costs=NO_COSTS,
+        dtype="float64",
+        risk=risk or {},
+        actions=actions or {},
+        episode={"length": None, "random_start": False},
     )
+    return make_env(market, (0, market.num_bars), cfg, num_envs=1)
 
 
 def run(env: TradingEnv, actions: list[int]) -> list[dict]:
@@ -94,6 +98,39 @@ def test_limits_must_be_positive_or_null(name, value) -> None:
 def test_drawdown_penalty_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match="drawdown_penalty"):
         RiskRules(drawdown_penalty=-1.0)
+
+
+def test_the_risk_config_builds_the_rules_by_target() -> None:
+    cfg = env_cfg()["risk"]
+    assert cfg["_target_"] == "envs.risk.RiskRules"
+    rules = instantiate(cfg)
+    assert rules == RiskRules(max_gross_exposure=1.0, max_position=1.0)
+    assert rules.names == RULES
+    assert RiskRules.from_config({"loss_cut": 0.1}) == RiskRules(loss_cut=0.1)
+    assert RiskRules.from_config(None) == RiskRules() and RiskRules.from_config(rules) is rules
+    with pytest.raises(ConfigError, match=r"env\.risk has unknown key\(s\) max_drawdown"):
+        RiskRules.from_config({"max_drawdown": 0.1})
+
+
+def test_rules_state_starts_from_the_capital_and_resets_per_env() -> None:
+    rules = RiskRules()
+    state = rules.init_state(3, 500.0, "cpu", torch.float64)
+    assert list(state) == list(STATE_KEYS)
+    assert (state["session_equity"] == 500.0).all() and (state["episode_equity"] == 500.0).all()
+    assert state["halted"].dtype == torch.bool and not state["halted"].any()
+    changed = {
+        "session_equity": torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),
+        "episode_equity": torch.tensor([4.0, 5.0, 6.0], dtype=torch.float64),
+        "halted": torch.tensor([True, True, False]),
+        "turnover_hour": torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64),
+        "turnover_session": torch.tensor([1.5, 1.5, 1.5], dtype=torch.float64),
+    }
+    fresh = rules.reset(changed, torch.tensor([True, False, False]), 500.0)
+    assert fresh["session_equity"].tolist() == [500.0, 2.0, 3.0]
+    assert fresh["episode_equity"].tolist() == [500.0, 5.0, 6.0]
+    assert fresh["halted"].tolist() == [False, True, False]
+    assert fresh["turnover_hour"].tolist() == [0.0, 0.5, 0.5]
+    assert fresh["turnover_session"].tolist() == [0.0, 1.5, 1.5]
 
 
 def test_rules_are_listed_in_trigger_order() -> None:
@@ -310,7 +347,8 @@ def test_position_limit_clips_sizing_targets() -> None:
     env = env_for(
         market,
         {"max_position": 1.5, "max_gross_exposure": None},
-        actions={"kind": "sizing", "position_size": 1.0, "max_position": 3.0},
+        actions={"position_size": 1.0, "max_position": 3.0},
+        scheme="sizing",
     )
     buy_all, sell_all = 4, 8  # +100% / -100% of capital
     records = run(env, [buy_all, buy_all, buy_all, sell_all])
@@ -341,3 +379,121 @@ def test_limits_within_bounds_do_not_fire() -> None:
     env = env_for(market, {"max_position": 0.5, "max_gross_exposure": 1.0})
     records = run(env, list(range(9)) + list(range(6)))  # default size 1/2 per ticker
     only(records, None)
+
+
+# ------------------------------------------------------------------ a rule of one's own
+@dataclass(frozen=True)
+class TradeBudget(RiskRules):
+    """The default rules plus a budget of trades (steps with a fill) per episode: orders
+    beyond ``max_trades`` are not made."""
+
+    max_trades: int | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*super().names, "trade_budget")
+
+    def init_state(self, num_envs, capital, device, dtype):
+        used = torch.zeros(num_envs, dtype=torch.long, device=device)
+        return {**super().init_state(num_envs, capital, device, dtype), "trades_used": used}
+
+    def reset(self, state, mask, capital):
+        used = state["trades_used"]
+        return {**super().reset(state, mask, capital), "trades_used": used.where(~mask, 0)}
+
+    def pre_trade(self, state, target, account, step):
+        target, updates, flags = super().pre_trade(state, target, account, step)
+        trading = (target != account.target).any(-1)
+        over = trading & (state["trades_used"] >= self.limit("max_trades"))
+        target = account.target.where(over.unsqueeze(-1), target)
+        return target, updates, {**flags, "trade_budget": over}
+
+    def post_trade(self, state, account, bar, step):
+        updates, flags, penalty, terminated = super().post_trade(state, account, bar, step)
+        used = state["trades_used"] + (bar.fills > 0).long()
+        return {**updates, "trades_used": used}, flags, penalty, terminated
+
+
+def _alternating_policy():
+    """A rollout policy: long, short, long, ... by step (whatever the observation)."""
+    flips = iter(_alternating(1000))
+    return lambda td: td.set("action", torch.tensor([next(flips)]))
+
+
+def _budget_cfg(length: int | None) -> dict:
+    risk = {"_target_": f"{__name__}.TradeBudget", "max_trades": 2}
+    episode = {"length": length, "random_start": False}
+    return env_cfg(costs=NO_COSTS, dtype="float64", risk=risk, episode=episode)
+
+
+def test_a_risk_rules_subclass_adds_a_rule_with_its_trigger_and_count() -> None:
+    market = crafted([100.0] * (2 * BARS))
+    env = make_env(market, (0, market.num_bars), _budget_cfg(5), num_envs=1)
+    assert isinstance(env.risk, TradeBudget) and env.risk.max_trades == 2
+    assert env.rule_names == (*RULES, "trade_budget") and list(env.risk_counts()) == list(
+        env.rule_names
+    )
+    assert env.observation_spec["info", "triggers"].shape == (1, len(RULES) + 1)
+    assert "trades_used" in env.state
+    td = env.rollout(10, _alternating_policy(), break_when_any_done=False)
+    fills = td["next", "info", "fills"][0, :, 0].tolist()
+    assert fills == [1, 1, 0, 0, 0] * 2  # two trades per episode of 5 bars, then blocked
+    budget = td["next", "info", "triggers"][0, :, -1].tolist()
+    # Refused orders fire (an action equal to the current target is no order).
+    assert budget == [False, False, True, False, True] * 2
+    assert not td["next", "info", "triggers"][..., :-1].any()  # the default rules stay quiet
+    assert env.risk_counts() == {**dict.fromkeys(RULES, 0), "trade_budget": 4}
+
+
+def test_the_evaluation_counts_a_subclass_rule_by_name() -> None:
+    market = crafted([100.0] * (2 * BARS))
+    factory = env_factory(market, _budget_cfg(None))
+    flip = lambda obs: torch.full((obs.shape[0],), LONG if obs[0, -1] <= 0 else SHORT)  # noqa: E731
+    _, counts = evaluate_policy(flip, factory, (0, market.num_bars), paths=2)
+    assert counts == {**dict.fromkeys(RULES, 0), "trade_budget": 2 * (market.num_bars - 1 - 2)}
+
+
+@pytest.mark.slow
+def test_a_subclass_rule_runs_in_the_compiled_step() -> None:
+    market = crafted([100.0] * (2 * BARS))
+    cfg = _budget_cfg(5)
+    runs = []
+    for compiled in (False, True):
+        env = make_env(market, (0, market.num_bars), {**cfg, "compile": compiled}, num_envs=1)
+        assert env.compiled == compiled
+        td = env.rollout(10, _alternating_policy(), break_when_any_done=False)
+        runs.append((td, env.risk_counts()))
+    (eager, eager_counts), (fused, fused_counts) = runs
+    assert eager_counts == fused_counts and eager_counts["trade_budget"] == 4
+    for key in (("next", "info", "triggers"), ("next", "info", "equity"), ("next", "reward")):
+        torch.testing.assert_close(eager[key], fused[key], rtol=1e-12, atol=1e-9, msg=str(key))
+
+
+@dataclass(frozen=True)
+class SilentRule(RiskRules):
+    """Names a rule but never returns its flag."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*super().names, "silent")
+
+
+@dataclass(frozen=True)
+class GreedyState(RiskRules):
+    """Claims an entry of the env's own state."""
+
+    def init_state(self, num_envs, capital, device, dtype):
+        cash = torch.zeros(num_envs, dtype=dtype, device=device)
+        return {**super().init_state(num_envs, capital, device, dtype), "cash": cash}
+
+
+def test_a_rule_without_its_flag_or_with_a_taken_state_key_is_refused() -> None:
+    market = crafted([100.0] * 16)
+    env = TradingEnv(market, (0, 16), actions=TargetActions, risk=SilentRule())
+    env.reset()
+    with pytest.raises(ValueError, match=r"SilentRule names the rule\(s\) \['silent'\]"):
+        env.step(TensorDict({"action": torch.tensor([LONG])}, [1]))
+    with pytest.raises(ValueError, match=r"\['cash'\].*GreedyState"):
+        TradingEnv(market, (0, 16), actions=TargetActions, risk=GreedyState())
+    with pytest.raises(ConfigError, match=r"env\.risk is a str"):
+        TradingEnv(market, (0, 16), actions=TargetActions, risk="strict")

@@ -1,57 +1,12 @@
-"""Tests of modules.rollouts: the run's length, episode bookkeeping across collector batches,
-and the one-batch-per-epoch data source."""
+"""Tests of modules.agents.rollouts: episode bookkeeping across collector batches, and the
+one-batch-per-epoch data source."""
 
 from __future__ import annotations
 
-import pytest
 import torch
-from helpers.envs import env_cfg
+from helpers.envs import make_env
 
-from datamodules.errors import ConfigError
-from envs.factory import make_env
-from modules.rollouts import EpisodeTracker, Rollouts, RunLength
-
-KEYS = ("iterations", "total_frames", "episodes")
-
-
-# ------------------------------------------------------------------ RunLength
-def test_iterations_win_over_frames_and_episodes() -> None:
-    length = RunLength(iterations=3, total_frames=10_000, episodes=5)
-    assert length.max_iterations(100) == 3
-    assert length.describe == "3 iterations"
-
-
-def test_total_frames_win_over_episodes_and_round_up_to_whole_iterations() -> None:
-    length = RunLength(total_frames=1000, episodes=5)
-    assert length.max_iterations(300) == 4  # 1000 / 300 = 3.33 -> 4
-    assert length.max_iterations(250) == 4
-    assert length.max_iterations(5000) == 1
-    assert length.describe == "1,000 frames"
-
-
-def test_episodes_alone_leave_the_iterations_open() -> None:
-    length = RunLength(episodes=7)
-    assert length.max_iterations(100) is None
-    assert length.describe == "7 episodes"
-
-
-def test_no_length_names_every_collector_key() -> None:
-    with pytest.raises(ConfigError) as err:
-        RunLength()
-    for key in KEYS:
-        assert f"model.collector.{key}" in str(err.value)
-
-
-@pytest.mark.parametrize("key", KEYS)
-@pytest.mark.parametrize("value", [0, -3])
-def test_values_below_one_are_rejected(key, value) -> None:
-    with pytest.raises(ConfigError, match=rf"model\.collector\.{key} is {value}"):
-        RunLength(**{key: value})
-
-
-def test_a_bad_value_is_rejected_even_when_another_key_wins() -> None:
-    with pytest.raises(ConfigError, match=r"model\.collector\.episodes"):
-        RunLength(iterations=2, episodes=0)
+from modules.agents.rollouts import EpisodeTracker, Rollouts
 
 
 # ------------------------------------------------------------------ EpisodeTracker
@@ -117,7 +72,7 @@ def test_tracker_state_is_a_copy() -> None:
 
 # ------------------------------------------------------------------ Rollouts
 def test_rollouts_yield_one_batch_per_iteration(agent_data) -> None:
-    env = make_env(agent_data.market, agent_data.split.train, env_cfg(), num_envs=4)
+    env = make_env(agent_data.market, agent_data.split.train, num_envs=4)
     made = []
 
     def collect():

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from datamodules.errors import ConfigError, DataError, UserInputError
-from datamodules.pipeline import build_market_data
 from datamodules.schema import validate_bars
+from datamodules.sources import FileSource
 from datamodules.synthetic import SyntheticConfig, generate_bars
 
 
@@ -46,9 +46,7 @@ def _build_error(tmp_path, frames: dict[str, pl.DataFrame]) -> str:
         frame.write_csv(path)
         files[ticker] = str(path)
     with pytest.raises(DataError) as err:
-        build_market_data(
-            source="csv", tickers=list(frames), bar_size="5min", files=files, cache_dir=None
-        )
+        FileSource(tickers=list(frames), bar_size="5min", files=files, cache_dir=None).build()
     assert isinstance(err.value, UserInputError)
     return str(err.value)
 
@@ -73,9 +71,7 @@ def test_empty_cell_in_csv_is_a_null_value_error(tmp_path):
     lines[6] = ",".join(cells)
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError) as err:
-        build_market_data(
-            source="csv", tickers=["X"], bar_size="5min", files={"X": str(path)}, cache_dir=None
-        )
+        FileSource(tickers=["X"], bar_size="5min", files={"X": str(path)}, cache_dir=None).build()
     msg = str(err.value)
     assert "row 6" in msg and "column 'volume'" in msg and "not_nullable" in msg
 

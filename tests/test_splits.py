@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from datamodules.errors import ConfigError
-from datamodules.pipeline import build_market_data
-from datamodules.splits import Split, time_split, walk_forward
+from datamodules.sources import SampleSource, SyntheticSource
+from datamodules.splits import Split, SplitConfig, time_split, walk_forward
 
 
 def _ordered(split: Split, gap: int, num_bars: int) -> None:
@@ -56,14 +56,13 @@ def test_too_small_split_is_a_config_error_naming_data_window():
 
 def test_window_too_long_for_the_data_is_refused_by_the_pipeline():
     with pytest.raises(ConfigError, match="data.window"):
-        build_market_data(
-            source="synthetic",
+        SyntheticSource(
             tickers=["X"],
             bar_size="1d",
             window=64,
             synthetic={"sessions": 300},
             cache_dir=None,
-        )
+        ).build()
 
 
 def test_walk_forward_folds_expand_and_their_test_blocks_never_overlap():
@@ -93,7 +92,6 @@ def test_walk_forward_needs_at_least_one_fold_and_room_for_each():
 
 def test_pipeline_uses_the_configured_walk_forward_fold():
     kw = dict(
-        source="synthetic",
         tickers=["X"],
         bar_size="1h",
         window=16,
@@ -101,22 +99,46 @@ def test_pipeline_uses_the_configured_walk_forward_fold():
         cache_dir=None,
     )
     split = {"train": 0.5, "val": 0.2, "gap_bars": 3, "folds": 3}
-    one = build_market_data(split={**split, "fold": 1}, **kw)
+    one = SyntheticSource(split={**split, "fold": 1}, **kw).build()
     expected = walk_forward(one.market.num_bars, 3, 0.5, 0.2, 3, 18)
     assert one.split == expected[1]
-    assert build_market_data(split=split, **kw).split == expected[0]
+    assert SyntheticSource(split=split, **kw).build().split == expected[0]
     with pytest.raises(ConfigError, match="data.split.fold=3"):
-        build_market_data(split={**split, "fold": 3}, **kw)
+        SyntheticSource(split={**split, "fold": 3}, **kw)  # refused before any bar is made
 
 
 def test_pipeline_split_covers_the_market_with_the_configured_gap():
-    data = build_market_data(
-        source="sample",
+    data = SampleSource(
         tickers=["AAPL"],
         bar_size="1d",
         window=32,
         split={"train": 0.7, "val": 0.15, "gap_bars": 5},
         cache_dir=None,
-    )
+    ).build()
     _ordered(data.split, 5, data.market.num_bars)
     assert data.split.test[1] == data.market.num_bars == 3210
+
+
+def test_split_config_cuts_like_the_split_functions():
+    assert SplitConfig().cut(1000, 10) == time_split(1000, 0.7, 0.15, 20, 10)
+    folds = SplitConfig(train=0.5, val=0.2, gap_bars=5, folds=3, fold=2)
+    assert folds.cut(2000, 20) == walk_forward(2000, 3, 0.5, 0.2, 5, 20)[2]
+    assert SplitConfig(folds=3).cut(2000, 20) == walk_forward(2000, 3, 0.7, 0.15, 20, 20)[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"train": 0.9, "val": 0.2}, "data.split.train=0.9 and data.split.val=0.2"),
+        ({"gap_bars": -1}, "data.split.gap_bars is -1; it must be >= 0"),
+        ({"gap_bars": 2.5}, "data.split.gap_bars is 2.5"),
+        ({"folds": 0}, "data.split.folds is 0; it must be >= 1"),
+        ({"folds": 2, "fold": 2}, "data.split.fold=2 but data.split.folds=2"),
+        ({"folds": 2, "fold": -1}, "data.split.fold=-1 but data.split.folds=2"),
+        ({"fold": 1}, "data.split.fold=1 but data.split.folds is null"),
+    ],
+)
+def test_split_config_is_checked_without_any_data(kwargs, needle):
+    with pytest.raises(ConfigError) as err:
+        SplitConfig(**kwargs)
+    assert needle in str(err.value)

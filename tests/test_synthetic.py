@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from datamodules.errors import ConfigError
-from datamodules.pipeline import build_market_data
 from datamodules.schema import validate_bars
+from datamodules.sources import SyntheticSource
 from datamodules.synthetic import SyntheticConfig, generate_bars
 
 
@@ -30,16 +30,15 @@ def test_same_seed_gives_the_identical_frame_and_another_seed_a_different_one():
 
 def test_same_seed_gives_the_same_market_through_the_pipeline():
     kw = dict(
-        source="synthetic",
         tickers=["X"],
         bar_size="30min",
         window=16,
         synthetic={"sessions": 40},
         cache_dir=None,
     )
-    a = build_market_data(seed=5, **kw).market
-    b = build_market_data(seed=5, **kw).market
-    c = build_market_data(seed=6, **kw).market
+    a = SyntheticSource(seed=5, **kw).build().market
+    b = SyntheticSource(seed=5, **kw).build().market
+    c = SyntheticSource(seed=6, **kw).build().market
     np.testing.assert_array_equal(a.features, b.features)
     assert not np.array_equal(a.close, c.close)
     assert a.synthetic and a.source == "synthetic"
@@ -117,8 +116,7 @@ def test_out_of_range_knobs_are_config_errors_naming_the_key(override, key):
 
 def test_unknown_synthetic_key_is_a_config_error():
     with pytest.raises(ConfigError, match="data.synthetic has unknown key"):
-        build_market_data(
-            source="synthetic",
+        SyntheticSource(
             tickers=["A"],
             bar_size="15min",
             synthetic={"session": 10},

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.envs import env_cfg
+from helpers.envs import env_cfg, make_env
+from helpers.markets import synthetic_data
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs, step_mdp
 
 from datamodules.market import Market
-from datamodules.pipeline import MarketData, build_market_data
-from envs.factory import make_env
+from datamodules.pipeline import MarketData
 from envs.risk import RULES
 from envs.trading import TradingEnv
 
@@ -36,16 +36,7 @@ PER_BAR = ("open", "high", "low", "close", "volume", "sigma", "adv", "features",
 
 
 def build(tickers: int, sessions: int = 60) -> MarketData:
-    names = [f"T{i:02d}" for i in range(tickers)]
-    return build_market_data(
-        source="synthetic",
-        tickers=names,
-        bar_size="15min",
-        seed=0,
-        window=4,
-        cache_dir=None,
-        synthetic={"sessions": sessions},
-    )
+    return synthetic_data([f"T{i:02d}" for i in range(tickers)], sessions=sessions)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +111,7 @@ def test_dual_ticker_default_has_9_actions_and_26_observations(two) -> None:
 
 
 def test_sizing_actions_are_9(two) -> None:
-    cfg = env_cfg("dual_ticker", actions={"kind": "sizing"})
+    cfg = env_cfg("dual_ticker", ["actions=sizing"])
     env = make_env(two.market, two.split.train, cfg, num_envs=2)
     assert env.action_spec.n == 9
     assert env.observation_spec["observation"].shape == (2, 26)
@@ -339,8 +330,8 @@ def test_observation_shows_the_close_of_bar_t_and_the_weights_held(one) -> None:
 
 # ------------------------------------------------------------------ resets
 def test_partial_reset_leaves_the_other_envs_untouched(two) -> None:
-    reward = {"kind": "differential_sharpe", "scale": 1.0}
-    cfg = env_cfg("dual_ticker", dtype="float64", risk=ALL_RULES, reward=reward)
+    dsr = ["reward=differential_sharpe", "~reward.weights"]
+    cfg = env_cfg("dual_ticker", dsr, dtype="float64", risk=ALL_RULES, reward={"scale": 1.0})
     env = make_env(two.market, two.split.train, cfg, num_envs=8, seed=2)
     env.reset()
     run(env, random_actions(env, 40, seed=7))
@@ -516,7 +507,7 @@ def test_state_tensors_round_trip_continues_identically(two) -> None:
 
 def test_risk_counts_name_every_rule(one) -> None:
     env = make_env(one.market, one.split.train, env_cfg(), num_envs=2)
-    assert list(env.risk_counts()) == list(RULES)
+    assert list(env.risk_counts()) == list(RULES) == list(env.rule_names)
     assert all(v == 0 for v in env.risk_counts().values())
 
 
@@ -545,6 +536,8 @@ def test_compiled_step_matches_eager(one) -> None:
     cfg = env_cfg(dtype="float64", risk=ALL_RULES, episode={"length": 100})
     eager = make_env(one.market, one.split.train, cfg, num_envs=4, seed=3)
     compiled = make_env(one.market, one.split.train, {**cfg, "compile": True}, num_envs=4, seed=3)
+    assert compiled.compiled and compiled._step_fn is not compiled.transition
+    assert not eager.compiled and eager._step_fn == eager.transition
     actions = random_actions(eager, 60, seed=15)
     mask = TensorDict({"_reset": torch.tensor([[True], [False], [True], [False]])}, [4])
     results = []
@@ -556,3 +549,35 @@ def test_compiled_step_matches_eager(one) -> None:
     for a, b in zip(*results, strict=True):
         for key in ("t", "cash", "shares", "equity", "reward", "obs", "info_triggers", "truncated"):
             torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-9, msg=key)
+
+
+# ------------------------------------------------------------------ state and info layout
+def test_state_holds_the_account_the_risk_rules_and_the_reward_entries(two) -> None:
+    env = make_env(two.market, two.split.train, env_cfg("dual_ticker", risk=ALL_RULES), 2)
+    account = ["cash", "shares", "target", "equity", "mark", "t", "steps"]
+    rules = ["session_equity", "episode_equity", "halted", "turnover_hour", "turnover_session"]
+    assert list(env.state) == [*account, *rules, "reward_var", "trigger_counts"]
+    dsr = env_cfg("dual_ticker", ["reward=differential_sharpe", "~reward.weights"])
+    env = make_env(two.market, two.split.train, dsr, 2)
+    assert list(env.state) == [
+        *account,
+        *rules,
+        "sharpe_a",
+        "sharpe_b",
+        "reward_var",
+        "trigger_counts",
+    ]
+    td = env.rollout(3, break_when_any_done=False)
+    assert env.info_keys == ("pnl", "cost", "penalty", "equity", "turnover", "fills")
+    assert set(td["next", "info"].keys()) == {*env.info_keys, "triggers"}
+    assert td["next", "info", "triggers"].shape == (2, 3, len(env.rule_names))
+
+
+def test_state_of_an_env_with_other_plug_ins_is_refused(two) -> None:
+    dsr = env_cfg("dual_ticker", ["reward=differential_sharpe", "~reward.weights"])
+    sharpe = make_env(two.market, two.split.train, dsr, 2)
+    pnl = make_env(two.market, two.split.train, env_cfg("dual_ticker"), 2)
+    with pytest.raises(ValueError, match="lacks sharpe_a, sharpe_b"):
+        sharpe.load_state_tensors(pnl.state_tensors())
+    pnl.load_state_tensors(sharpe.state_tensors())  # extra entries are carried, unused
+    pnl.rollout(3, break_when_any_done=False)

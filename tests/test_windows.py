@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules.errors import ConfigError
-from datamodules.pipeline import build_market_data
+from datamodules.sources import FileSource, SyntheticSource
 from datamodules.windows import WindowDataModule, direction_labels, next_bar_returns
 
 PARTS = ("train", "val", "test")
@@ -38,8 +38,7 @@ def _build(folder, frames: dict[str, pl.DataFrame], window: int = 16):
     for ticker, frame in frames.items():
         files[ticker] = str(folder / f"{ticker}.csv")
         frame.write_csv(files[ticker])
-    return build_market_data(
-        source="csv",
+    return FileSource(
         tickers=list(frames),
         bar_size="1d",
         files=files,
@@ -48,7 +47,7 @@ def _build(folder, frames: dict[str, pl.DataFrame], window: int = 16):
         sessions_per_year=365,
         split={"train": 0.6, "val": 0.2, "gap_bars": 3},
         cache_dir=None,
-    )
+    ).build()
 
 
 def _perturb_after(frame: pl.DataFrame, after: dt.date, seed: int) -> pl.DataFrame:
@@ -69,15 +68,14 @@ def _perturb_after(frame: pl.DataFrame, after: dt.date, seed: int) -> pl.DataFra
 
 
 def test_windows_have_the_documented_shapes():
-    data = build_market_data(
-        source="synthetic",
+    data = SyntheticSource(
         tickers=["A", "B"],
         bar_size="15min",
         window=16,
         batch_size=32,
         synthetic={"sessions": 40},
         cache_dir=None,
-    )
+    ).build()
     dm = WindowDataModule(data)
     assert dm.num_assets == 2
     assert dm.input_size == 2 * 12 + 4  # asset-major features, then calendar features
@@ -103,15 +101,14 @@ def test_windows_have_the_documented_shapes():
 
 
 def test_only_training_batches_are_shuffled():
-    data = build_market_data(
-        source="synthetic",
+    data = SyntheticSource(
         tickers=["A"],
         bar_size="30min",
         window=8,
         batch_size=64,
         synthetic={"sessions": 40},
         cache_dir=None,
-    )
+    ).build()
     dm = WindowDataModule(data)
     val_t = torch.cat([b["t"] for b in dm.val_dataloader()]).numpy()
     np.testing.assert_array_equal(val_t, dm.decisions("val"))
@@ -188,15 +185,14 @@ def test_windows_and_labels_before_t_ignore_every_bar_after_t(tmp_path):
 
 def test_decisions_keep_the_window_in_the_data_and_the_fill_bar_in_the_split():
     for window in (1, 16, 40):
-        data = build_market_data(
-            source="synthetic",
+        data = SyntheticSource(
             tickers=["A"],
             bar_size="1h",
             window=window,
             split={"train": 0.6, "val": 0.2, "gap_bars": 2},
             synthetic={"sessions": 100},
             cache_dir=None,
-        )
+        ).build()
         dm = WindowDataModule(data)
         seen = set()
         for part in PARTS:

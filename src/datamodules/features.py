@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from datamodules.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -31,6 +33,33 @@ class FeatureConfig:
     liquidity_window: int = 20
     calendar: bool = True
     warmup_bars: int = field(default=0)  # extra bars dropped at the start, beyond the windows
+
+    def __post_init__(self) -> None:
+        for name in ("return_horizons", "ema_spans"):
+            values = getattr(self, name)
+            if isinstance(values, (str, int)) or not hasattr(values, "__iter__"):
+                raise ConfigError(
+                    f"data.features.{name} is {values!r}; it must be a list of bars, e.g. [1, 5]."
+                )
+            values = tuple(values)
+            object.__setattr__(self, name, values)
+            if not values:
+                raise ConfigError(f"data.features.{name} is empty; list at least one window.")
+            for v in values:
+                _check_bars(f"data.features.{name}", v, 1)
+            if len(set(values)) != len(values):
+                raise ConfigError(
+                    f"data.features.{name} is {list(values)}; each value may appear only once "
+                    "(each gives one feature column)."
+                )
+        _check_bars("data.features.rsi_window", self.rsi_window, 1)
+        _check_bars("data.features.vwap_window", self.vwap_window, 1)
+        for name in ("volatility_window", "volume_window", "liquidity_window"):
+            # a standard deviation over one bar is undefined
+            _check_bars(f"data.features.{name}", getattr(self, name), 2)
+        _check_bars("data.features.warmup_bars", self.warmup_bars, 0)
+        if not isinstance(self.calendar, bool):
+            raise ConfigError(f"data.features.calendar is {self.calendar!r}; use true or false.")
 
     @property
     def warmup(self) -> int:
@@ -55,6 +84,11 @@ class FeatureConfig:
             + [f"vwap_dev_{self.vwap_window}", f"volatility_{self.volatility_window}"]
             + [f"volume_z_{self.volume_window}", "range"]
         )
+
+
+def _check_bars(key: str, value: object, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{key} is {value!r}; it must be a whole number of bars >= {least}.")
 
 
 CALENDAR_NAMES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")

@@ -1,23 +1,22 @@
-"""From a data config to a validated, aligned, featured and normalised :class:`Market`.
+"""From a data source to a validated, aligned, featured and normalised :class:`Market`.
 
-source -> validate (pandera) -> align tickers -> resample -> features (cached) -> split ->
-normalisation fitted on the training split only.
+source.load() -> validate (pandera) -> align tickers -> resample -> features (cached) ->
+split -> normalisation fitted on the training split only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
 
 from datamodules.bars import align, bar_minutes, resample, session_stats, sessions
-from datamodules.cache import cache_key, cached_frame, file_fingerprint
-from datamodules.config import dataclass_from
-from datamodules.errors import ConfigError, DataError
+from datamodules.cache import cache_key, cached_frame
+from datamodules.columns import BAR_COLUMNS, LOAD_COLUMNS
+from datamodules.errors import DataError
 from datamodules.features import (
     CALENDAR_NAMES,
     FeatureConfig,
@@ -27,13 +26,32 @@ from datamodules.features import (
 )
 from datamodules.market import Market
 from datamodules.schema import validate_bars
-from datamodules.sources import load_files, load_sample, sample_path
-from datamodules.splits import Split, time_split, walk_forward
-from datamodules.synthetic import SyntheticConfig, generate_bars
+from datamodules.splits import Split, SplitConfig
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("synthetic", "sample", "csv", "parquet")
+
+@runtime_checkable
+class Source(Protocol):
+    """What the pipeline reads of a data source (:class:`datamodules.sources.base.BarSource`
+    is the base every source of the project derives from)."""
+
+    tickers: tuple[str, ...]
+    bar_size: str
+    window: int
+    batch_size: int
+    num_workers: int
+    sessions_per_year: float | None
+    min_aligned_share: float
+    cache_dir: str | None
+    features: FeatureConfig
+    split: SplitConfig
+    name: ClassVar[str]
+    is_synthetic: ClassVar[bool]
+
+    def load(self) -> pl.DataFrame: ...
+
+    def fingerprint(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -47,97 +65,58 @@ class MarketData:
     num_workers: int = 0
 
 
-def build_market_data(
-    *,
-    source: str,
-    tickers: Sequence[str],
-    bar_size: str,
-    seed: int = 0,
-    window: int = 64,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    split: Mapping | None = None,
-    features: Mapping | None = None,
-    synthetic: Mapping | None = None,
-    files: str | Mapping[str, str] | Sequence[str] | None = None,
-    columns: Mapping[str, str] | None = None,
-    ticker_column: str | None = None,
-    timestamp_format: str | None = None,
-    timezone: str | None = None,
-    sessions_per_year: float | None = None,
-    min_aligned_share: float = 0.8,
-    cache_dir: str | None = None,
-) -> MarketData:
-    """Build the run's market from the ``data`` config group (see ``conf/data/*.yaml``)."""
-    if source not in SOURCES:
-        raise ConfigError(f"data.source is '{source}'; choose one of {', '.join(SOURCES)}.")
-    tickers = list(tickers)
-    if not tickers or len(set(tickers)) != len(tickers):
-        raise ConfigError(f"env.tickers must list distinct tickers; got {tickers}.")
-    minutes = bar_minutes(bar_size)
-    feature_cfg = dataclass_from(FeatureConfig, features or {}, "data.features")
-    synth_cfg = dataclass_from(SyntheticConfig, synthetic or {}, "data.synthetic")
-    if source == "synthetic" and sessions_per_year is None:
-        sessions_per_year = 252
-    if source in ("csv", "parquet") and not files:
-        raise ConfigError(f"data={source} needs data.files (ticker -> path, or one path).")
+def build_market_data(source: Source) -> MarketData:
+    """Build the run's market from a data source (the ``data`` node, see ``conf/data/``).
 
-    describe: dict = {
-        "source": source,
+    The source loads the raw bars; everything after that is the same for every source:
+    validation, alignment, resampling, features (cached in ``source.cache_dir`` under a key
+    made of ``source.fingerprint()`` and the settings that shape the features), the time
+    split and the normalisation fitted on the training split only.
+    """
+    if not isinstance(source, Source):
+        raise TypeError(
+            "build_market_data takes a data source such as "
+            "datamodules.sources.SyntheticSource(tickers=[...]) (a BarSource); got "
+            f"{type(source).__name__} {source!r}."
+        )
+    tickers = list(source.tickers)
+    minutes = bar_minutes(source.bar_size)
+    feature_cfg = source.features
+    describe = {
+        "source": f"{type(source).__module__}.{type(source).__qualname__}",
+        "raw": source.fingerprint(),
         "tickers": tickers,
         "bar_size": minutes,
-        "features": feature_cfg.__dict__,
-        "timezone": timezone,
-        "min_aligned_share": min_aligned_share,
+        "features": asdict(feature_cfg),
+        "min_aligned_share": source.min_aligned_share,
     }
-    if source == "synthetic":
-        describe.update(seed=seed, synthetic=synth_cfg.__dict__)
-    elif source == "sample":
-        describe["files"] = [file_fingerprint(str(sample_path()))]
-    else:
-        if isinstance(files, Mapping):  # which file is which ticker is part of the key
-            prints = {t: file_fingerprint(p) for t, p in files.items() if _exists(p)}
-        else:
-            paths = [files] if isinstance(files, str) else list(files)
-            prints = [file_fingerprint(p) for p in paths if _exists(p)]
-        describe.update(
-            files=prints,
-            columns=dict(columns or {}),
-            ticker_column=ticker_column,
-            timestamp_format=timestamp_format,
-        )
 
     def build() -> pl.DataFrame:
-        if source == "synthetic":
-            raw = generate_bars(tickers, minutes, seed, synth_cfg)
-        elif source == "sample":
-            raw = load_sample(tickers)
-        else:
-            raw = load_files(
-                files, tickers, source, columns, ticker_column, timestamp_format, timezone
-            )
-        raw = validate_bars(raw)
-        aligned = align(raw, tickers, min_aligned_share)
-        bars = resample(aligned, minutes, bar_size)
+        raw = validate_bars(_conform(source.load(), source))
+        aligned = align(raw, tickers, source.min_aligned_share)
+        bars = resample(aligned, minutes, source.bar_size)
         return add_features(bars, feature_cfg)
 
-    frame = cached_frame(cache_dir, cache_key(describe), build)
-    market = _to_market(frame, tickers, minutes, feature_cfg, sessions_per_year, source)
-    split_cfg = dict(split or {})
-    parts = _split(market.num_bars, split_cfg, window + 2)
+    frame = cached_frame(source.cache_dir, cache_key(describe), build)
+    market = _to_market(frame, source, minutes)
+    parts = source.split.cut(market.num_bars, source.window + 2)
     market = normalise(market, parts)
     log.info(
         "market: %s, %d bars of %s, %s; train %s val %s test %s",
         ", ".join(tickers),
         market.num_bars,
-        bar_size,
-        source,
+        source.bar_size,
+        source.name,
         parts.train,
         parts.val,
         parts.test,
     )
     return MarketData(
-        market=market, split=parts, window=window, batch_size=batch_size, num_workers=num_workers
+        market=market,
+        split=parts,
+        window=source.window,
+        batch_size=source.batch_size,
+        num_workers=source.num_workers,
     )
 
 
@@ -158,29 +137,62 @@ def normalise(market: Market, split: Split) -> Market:
     )
 
 
-def _split(num_bars: int, cfg: dict, min_bars: int) -> Split:
-    train = float(cfg.get("train", 0.7))
-    val = float(cfg.get("val", 0.15))
-    gap = int(cfg.get("gap_bars", 0))
-    folds = cfg.get("folds")
-    fold = cfg.get("fold")
-    if folds:
-        all_folds = walk_forward(num_bars, int(folds), train, val, gap, min_bars)
-        k = int(fold or 0)
-        if not 0 <= k < len(all_folds):
-            raise ConfigError(f"data.split.fold={fold} but data.split.folds={folds}.")
-        return all_folds[k]
-    return time_split(num_bars, train, val, gap, min_bars)
+def _conform(raw: object, source: Source) -> pl.DataFrame:
+    """The loaded frame in :data:`LOAD_COLUMNS` order and types, or a DataError saying why not.
+
+    Built-in sources already return exactly that; a user's source may leave out ``_file``
+    and ``_row`` (then the source's name and the row number per ticker stand in), return
+    Date timestamps or integer volumes.
+    """
+    who = f"data source {type(source).__name__} (data._target_)"
+    if not isinstance(raw, pl.DataFrame):
+        raise DataError(
+            f"{who} returned a {type(raw).__name__} from load(); it must return a polars "
+            f"DataFrame with columns {', '.join(LOAD_COLUMNS)}."
+        )
+    missing = [c for c in ("ticker", *BAR_COLUMNS) if c not in raw.columns]
+    if missing:
+        raise DataError(
+            f"{who} returned no column(s) {', '.join(missing)}; its columns are "
+            f"{', '.join(raw.columns)}, and a source returns {', '.join(LOAD_COLUMNS)}."
+        )
+    if "_file" not in raw.columns:
+        raw = raw.with_columns(pl.lit(f"{source.name}").alias("_file"))
+    if "_row" not in raw.columns:
+        raw = raw.with_columns((pl.int_range(pl.len()).over("ticker") + 1).alias("_row"))
+    raw = raw.with_columns(pl.col("ticker").cast(pl.String))
+    present = set(raw["ticker"].unique().to_list())
+    absent = [t for t in source.tickers if t not in present]
+    if absent:
+        raise DataError(
+            f"env.tickers asks for {', '.join(absent)}, but {who} returned no bars of "
+            f"{'it' if len(absent) == 1 else 'them'}."
+        )
+    raw = raw.filter(pl.col("ticker").is_in(list(source.tickers)))
+    stamp = raw.schema["timestamp"]
+    naive = stamp == pl.Date or (isinstance(stamp, pl.Datetime) and stamp.time_zone is None)
+    if not naive:
+        raise DataError(
+            f"{who} returned column 'timestamp' of type {stamp}; it must be a naive Datetime "
+            "(or Date) in the data's timezone, e.g. .dt.convert_time_zone(zone)"
+            ".dt.replace_time_zone(None) of aware times."
+        )
+    for name in BAR_COLUMNS[1:]:
+        if not raw.schema[name].is_numeric():
+            raise DataError(
+                f"{who} returned column '{name}' of type {raw.schema[name]}; it must be numeric."
+            )
+    return raw.with_columns(
+        pl.col("timestamp").cast(pl.Datetime("us")),
+        *(pl.col(c).cast(pl.Float64) for c in BAR_COLUMNS[1:]),
+        pl.col("_file").cast(pl.String),
+        pl.col("_row").cast(pl.Int64),
+    ).select(*LOAD_COLUMNS)
 
 
-def _to_market(
-    frame: pl.DataFrame,
-    tickers: list[str],
-    minutes: int,
-    cfg: FeatureConfig,
-    sessions_per_year: float | None,
-    source: str,
-) -> Market:
+def _to_market(frame: pl.DataFrame, source: Source, minutes: int) -> Market:
+    tickers = list(source.tickers)
+    cfg = source.features
     names = cfg.names()
     per_ticker = {t: frame.filter(pl.col("ticker") == t).sort("timestamp") for t in tickers}
     lengths = {t: f.height for t, f in per_ticker.items()}
@@ -201,7 +213,7 @@ def _to_market(
             "the data likely has a zero price or volume run there."
         )
     session = sessions(stamps)
-    per_session, per_year = session_stats(stamps, session, sessions_per_year)
+    per_session, per_year = session_stats(stamps, session, source.sessions_per_year)
     intraday = minutes < 1440 and per_session > 1
     time_feats = (
         calendar_features(stamps)
@@ -226,10 +238,6 @@ def _to_market(
         time_feature_names=CALENDAR_NAMES if time_feats.shape[1] else (),
         sigma=np.nan_to_num(stack("sigma")),
         adv=np.nan_to_num(stack("adv")),
-        synthetic=source == "synthetic",
-        source=source,
+        synthetic=source.is_synthetic,
+        source=source.name,
     )
-
-
-def _exists(path: str) -> bool:
-    return Path(path).is_file()

@@ -7,9 +7,6 @@ import polars as pl
 
 from datamodules.errors import DataError
 
-BAR_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
-PRICE_COLUMNS = ("open", "high", "low", "close")
-
 
 class BarSchema(pa.DataFrameModel):
     """Long-format OHLCV bars: one row per (ticker, timestamp).

@@ -9,6 +9,7 @@ volatility regime), so tests can check that a model learns exactly what is there
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import polars as pl
 from datamodules.errors import ConfigError
 
 TRADING_DAYS = 252
+_CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
 
 
 @dataclass(frozen=True)
@@ -46,23 +48,97 @@ class SyntheticConfig:
     overnight_share: float = 0.2
     base_volume: float = 1_000_000.0
 
+    def __post_init__(self) -> None:
+        try:
+            regime_vol = tuple(float(v) for v in self.regime_vol)
+        except (TypeError, ValueError):
+            regime_vol = ()
+        if not 0.0 <= self.planted_strength < 1.0:
+            raise ConfigError(
+                f"data.synthetic.planted_strength is {self.planted_strength}; it is a "
+                "correlation and must be in [0, 1)."
+            )
+        if not -1.0 < self.correlation < 1.0:
+            raise ConfigError(
+                f"data.synthetic.correlation is {self.correlation}; with n tickers it must be "
+                "in (-1/(n-1), 1)."
+            )
+        if self.tail_df <= 2:
+            raise ConfigError("data.synthetic.tail_df must be > 2 so the shocks have a variance.")
+        sessions = self.sessions
+        if isinstance(sessions, bool) or not isinstance(sessions, int) or sessions < 1:
+            raise ConfigError(
+                f"data.synthetic.sessions is {sessions!r}; it must be a whole number of "
+                "trading days >= 1."
+            )
+        minutes = self.session_minutes
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 1440:
+            raise ConfigError(
+                f"data.synthetic.session_minutes is {minutes!r}; it must be a whole number of "
+                "minutes in 1..1440 (390 = 09:30-16:00, 1440 = round the clock)."
+            )
+        match = _CLOCK.match(str(self.session_open))
+        if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+            raise ConfigError(
+                f"data.synthetic.session_open is {self.session_open!r}; write the time of day "
+                'of the first bar as HH:MM, e.g. "09:30".'
+            )
+        open_minute = int(match.group(1)) * 60 + int(match.group(2))
+        if open_minute + minutes > 1440:
+            raise ConfigError(
+                f"data.synthetic.session_open {self.session_open} plus session_minutes "
+                f"{minutes} runs past midnight, but a session is one calendar day. Use an "
+                "earlier session_open (00:00 for a round-the-clock market) or fewer "
+                "session_minutes."
+            )
+        try:
+            np.datetime64(str(self.start_date), "D")
+        except ValueError:
+            raise ConfigError(
+                f"data.synthetic.start_date is {self.start_date!r}; write a date as YYYY-MM-DD."
+            ) from None
+        if self.annual_vol <= 0:
+            raise ConfigError(
+                f"data.synthetic.annual_vol is {self.annual_vol}; it must be > 0 (a fraction, "
+                "0.25 = 25% a year)."
+            )
+        if len(regime_vol) != 2 or min(regime_vol) <= 0:
+            raise ConfigError(
+                f"data.synthetic.regime_vol is {self.regime_vol!r}; give two positive "
+                "volatility multipliers [calm, stressed], e.g. [0.7, 1.6]."
+            )
+        object.__setattr__(self, "regime_vol", regime_vol)
+        if not 0.0 <= self.regime_switch_prob <= 1.0:
+            raise ConfigError(
+                f"data.synthetic.regime_switch_prob is {self.regime_switch_prob}; it is a "
+                "probability per session and must be in [0, 1]."
+            )
+        if not 0.0 <= self.overnight_share < 1.0:
+            raise ConfigError(
+                f"data.synthetic.overnight_share is {self.overnight_share}; it is a share of "
+                "the daily variance and must be in [0, 1)."
+            )
+        if self.base_volume <= 0:
+            raise ConfigError(
+                f"data.synthetic.base_volume is {self.base_volume}; it must be > 0 (shares per "
+                "session)."
+            )
+
+
+def check_correlation(correlation: float, num_tickers: int) -> None:
+    """Refuse a pairwise correlation that no ``num_tickers`` assets can have."""
+    if not -1.0 / max(num_tickers - 1, 1) < correlation < 1.0:
+        raise ConfigError(
+            f"data.synthetic.correlation is {correlation}; with {num_tickers} tickers "
+            "it must be in (-1/(n-1), 1)."
+        )
+
 
 def generate_bars(
     tickers: Sequence[str], bar_minutes: int, seed: int, config: SyntheticConfig
 ) -> pl.DataFrame:
     """Long frame of OHLCV bars for ``tickers``, identical for the same seed and config."""
-    if not 0.0 <= config.planted_strength < 1.0:
-        raise ConfigError(
-            f"data.synthetic.planted_strength is {config.planted_strength}; it is a "
-            "correlation and must be in [0, 1)."
-        )
-    if not -1.0 / max(len(tickers) - 1, 1) < config.correlation < 1.0:
-        raise ConfigError(
-            f"data.synthetic.correlation is {config.correlation}; with {len(tickers)} tickers "
-            "it must be in (-1/(n-1), 1)."
-        )
-    if config.tail_df <= 2:
-        raise ConfigError("data.synthetic.tail_df must be > 2 so the shocks have a variance.")
+    check_correlation(config.correlation, len(tickers))
     rng = np.random.default_rng(seed)
     n_assets = len(tickers)
     daily = bar_minutes >= 1440

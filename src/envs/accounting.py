@@ -16,6 +16,7 @@ import torch
 from envs.frictions import Frictions
 
 COST_COMPONENTS = ("commission", "spread", "slippage", "impact")
+DEFAULT_CAPITAL = 100_000.0  # the one default starting equity, in currency (envs, backtests)
 
 
 @dataclass

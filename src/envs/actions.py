@@ -1,13 +1,17 @@
-"""Discrete actions -> target weights (fraction of equity per asset, signed).
+"""The action-scheme plug-ins (``env.actions``, chosen by ``_target_``): discrete actions ->
+target weights (fraction of equity per asset, signed).
 
-Three families, all pure tensor code (no host syncs), so the env step can be compiled:
+Three schemes, all pure tensor code (no host syncs), so the env step can be compiled:
 ``TargetActions`` (a fixed table of target positions), ``SizingActions`` (hold, or buy/sell a
 share of capital relative to the current target) and ``FactorActions`` (12 portfolio rules
-scored from trailing windows known at the decision bar, for any number of assets).
+scored from trailing windows known at the decision bar, for any number of assets). Every
+scheme takes the market first: the config group builds a ``_partial_`` and the env passes
+its market. A new scheme subclasses :class:`ActionScheme`.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 
@@ -18,8 +22,13 @@ from datamodules.errors import ConfigError
 from datamodules.market import Market
 
 
-class ActionMap:
-    """Base: ``num_actions``, ``names`` and :meth:`targets`."""
+class ActionScheme:
+    """Base of the action schemes: ``num_actions``, ``names`` and :meth:`targets`.
+
+    Tensors held as attributes follow :meth:`to` (floating ones take the env's accounting
+    dtype, the others keep theirs), so a subclass usually only writes ``__init__``,
+    :meth:`targets` and :meth:`table`.
+    """
 
     num_actions: int
     names: list[str]
@@ -28,8 +37,14 @@ class ActionMap:
         """Target weights (N, A) for ``action`` (N,), given current targets and decision bars."""
         raise NotImplementedError
 
-    def to(self, device: torch.device | str, dtype: torch.dtype) -> ActionMap:
-        raise NotImplementedError
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> ActionScheme:
+        """A copy whose tensors live on ``device``, floating ones as ``dtype`` (self is kept)."""
+        moved = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                kwargs = {"dtype": dtype} if value.is_floating_point() else {}
+                setattr(moved, name, value.to(device=device, **kwargs))
+        return moved
 
     def table(self) -> dict[int, list[float] | str]:
         """Action index -> target positions (or a rule's description) for metadata."""
@@ -46,7 +61,18 @@ class ActionMap:
         return self.names.index("hold") if "hold" in self.names else None
 
 
-class TargetActions(ActionMap):
+def _position_size(market: Market, position_size: float | None) -> float:
+    if position_size is None:
+        return 1.0 / market.num_assets
+    if not position_size > 0:
+        raise ConfigError(
+            f"env.actions.position_size is {position_size}; use a fraction of equity > 0, "
+            "or null for 1 / number of tickers."
+        )
+    return float(position_size)
+
+
+class TargetActions(ActionScheme):
     """Every combination of per-ticker target levels: 3 levels x 2 tickers = 9 actions.
 
     ``levels`` are multiples of ``position_size`` (fraction of equity per ticker, default
@@ -55,14 +81,15 @@ class TargetActions(ActionMap):
 
     def __init__(
         self,
-        num_assets: int,
+        market: Market,
         levels: Sequence[float] = (0.0, 1.0, -1.0),
         position_size: float | None = None,
-    ):
+    ) -> None:
+        levels = [float(v) for v in levels]
         if not levels:
             raise ConfigError("env.actions.levels must list at least one target level.")
-        size = position_size if position_size is not None else 1.0 / num_assets
-        combos = list(itertools.product(list(levels), repeat=num_assets))
+        size = _position_size(market, position_size)
+        combos = list(itertools.product(levels, repeat=market.num_assets))
         self._table = torch.tensor(combos, dtype=torch.float64) * size
         self.num_actions = len(combos)
         self.names = ["/".join(f"{v:+g}" for v in c) for c in combos]
@@ -84,30 +111,38 @@ class TargetActions(ActionMap):
     def targets(self, action: torch.Tensor, current: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self._table[action]
 
-    def to(self, device, dtype) -> TargetActions:
-        self._table = self._table.to(device=device, dtype=dtype)
-        return self
-
     def table(self) -> dict[int, list[float] | str]:
         return {i: row.tolist() for i, row in enumerate(self._table.double().cpu())}
 
 
-class SizingActions(ActionMap):
+class SizingActions(ActionScheme):
     """Hold, or buy / sell ``steps`` (fractions of capital) on every ticker, within +-max_position.
 
     Default 9 actions: hold, buy 25/50/75/100%, sell 25/50/75/100% of capital (per ticker,
-    scaled by ``position_size``).
+    scaled by ``position_size``, the fraction of equity per ticker at 100%; default
+    1/number of tickers). ``max_position``: the target limit in units of ``position_size``.
     """
 
     def __init__(
         self,
-        num_assets: int,
+        market: Market,
         steps: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
         position_size: float | None = None,
         max_position: float = 1.0,
-    ):
-        size = position_size if position_size is not None else 1.0 / num_assets
-        deltas = [0.0, *[s for s in steps], *[-s for s in steps]]
+    ) -> None:
+        steps = [float(s) for s in steps]
+        if not steps or not all(s > 0 for s in steps):
+            raise ConfigError(
+                f"env.actions.steps is {steps}; list at least one positive fraction of capital "
+                "to buy or sell (e.g. [0.25, 0.5, 0.75, 1.0])."
+            )
+        if not max_position > 0:
+            raise ConfigError(
+                f"env.actions.max_position is {max_position}; the target limit must be > 0 "
+                "(in units of position_size)."
+            )
+        size = _position_size(market, position_size)
+        deltas = [0.0, *steps, *[-s for s in steps]]
         self._delta = torch.tensor(deltas, dtype=torch.float64) * size
         self._limit = float(max_position) * size
         self.num_actions = len(deltas)
@@ -115,10 +150,6 @@ class SizingActions(ActionMap):
 
     def targets(self, action: torch.Tensor, current: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (current + self._delta[action].unsqueeze(-1)).clamp(-self._limit, self._limit)
-
-    def to(self, device, dtype) -> SizingActions:
-        self._delta = self._delta.to(device=device, dtype=dtype)
-        return self
 
     def table(self) -> dict[int, list[float] | str]:
         return {
@@ -181,7 +212,7 @@ def factor_scores(market: Market, lookback: int) -> np.ndarray:
     return scores
 
 
-class FactorActions(ActionMap):
+class FactorActions(ActionScheme):
     """The 12 portfolio actions of ``FACTOR_ACTIONS`` over any number of assets (plus cash).
 
     A tilt weights asset i by clip(1 + tilt_strength * z_i, 0, max_multiple) of the equal
@@ -194,8 +225,22 @@ class FactorActions(ActionMap):
         lookback: int = 20,
         tilt_strength: float = 1.0,
         max_multiple: float = 3.0,
-    ):
-        self._scores = torch.from_numpy(factor_scores(market, lookback))
+    ) -> None:
+        if isinstance(lookback, bool) or int(lookback) != lookback or lookback < 1:
+            raise ConfigError(
+                f"env.actions.lookback is {lookback}; use a whole number of bars >= 1."
+            )
+        if not tilt_strength >= 0:
+            raise ConfigError(
+                f"env.actions.tilt_strength is {tilt_strength}; use a weight multiple >= 0 "
+                "per unit of z-score (0 = equal weight)."
+            )
+        if not max_multiple > 0:
+            raise ConfigError(
+                f"env.actions.max_multiple is {max_multiple}; the cap on an asset's weight "
+                "(a multiple of equal weight) must be > 0."
+            )
+        self._scores = torch.from_numpy(factor_scores(market, int(lookback)))
         index = {f: i for i, f in enumerate(FACTORS)}
         self._factor = torch.tensor([index[f or "equal"] for _, f, _ in FACTOR_ACTIONS])
         self._invest = torch.tensor(
@@ -214,38 +259,8 @@ class FactorActions(ActionMap):
         target = w * self._invest[action].unsqueeze(-1)
         return torch.where(self._hold[action].unsqueeze(-1), current, target)
 
-    def to(self, device, dtype) -> FactorActions:
-        self._scores = self._scores.to(device=device, dtype=dtype)
-        self._factor = self._factor.to(device)
-        self._invest = self._invest.to(device=device, dtype=dtype)
-        self._hold = self._hold.to(device)
-        return self
-
     def table(self) -> dict[int, list[float] | str]:
         return {
             i: f"{name} (factor {f or 'equal'}, invested {1.0 if s is None else s:g})"
             for i, (name, f, s) in enumerate(FACTOR_ACTIONS)
         }
-
-
-def make_actions(kind: str, market: Market, **kwargs) -> ActionMap:
-    """``targets`` | ``sizing`` | ``factors`` from the ``env.actions`` config."""
-    if kind == "targets":
-        return TargetActions(
-            market.num_assets, kwargs.get("levels", (0.0, 1.0, -1.0)), kwargs.get("position_size")
-        )
-    if kind == "sizing":
-        return SizingActions(
-            market.num_assets,
-            kwargs.get("sizing_steps", (0.25, 0.5, 0.75, 1.0)),
-            kwargs.get("position_size"),
-            kwargs.get("max_position", 1.0),
-        )
-    if kind == "factors":
-        return FactorActions(
-            market,
-            kwargs.get("lookback", 20),
-            kwargs.get("tilt_strength", 1.0),
-            kwargs.get("max_multiple", 3.0),
-        )
-    raise ConfigError(f"env.actions.kind is '{kind}'; choose targets, sizing or factors.")

@@ -13,7 +13,7 @@ import torch
 
 from datamodules.errors import ConfigError
 from datamodules.market import Market
-from envs.accounting import COST_COMPONENTS, fill_and_mark, open_account
+from envs.accounting import COST_COMPONENTS, DEFAULT_CAPITAL, fill_and_mark, open_account
 from envs.frictions import Frictions
 from envs.metrics import compute_metrics
 
@@ -42,7 +42,7 @@ def backtest(
     targets: torch.Tensor,
     start: int,
     frictions: Frictions,
-    capital: float = 100_000.0,
+    capital: float = DEFAULT_CAPITAL,
 ) -> BacktestResult:
     """Trade ``targets`` (P, T, A) or (T, A), decided at the closes of bars ``start..start+T-1``.
 

@@ -7,41 +7,36 @@ simulator's metrics), so agents and forecasters are scored by the same code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
 
-from datamodules.market import Market
 from envs.backtest import BacktestResult
-from envs.factory import make_env
 from envs.metrics import compute_metrics
-from envs.risk import RULES
+from envs.protocol import TradingEnvLike
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # observations (P, D) -> actions (P,)
 
 
 def evaluate_policy(
     policy: Policy,
-    market: Market,
+    make_env: Callable[..., TradingEnvLike],
     span: tuple[int, int],
-    env: Mapping,
     paths: int = 1,
     device: str | torch.device = "cpu",
 ) -> tuple[BacktestResult, dict[str, int]]:
-    """Run ``policy`` on ``paths`` identical envs over ``span`` (no random starts, one episode
-    to the end of the split, float64 accounting); return the record and risk-rule counts.
+    """Run ``policy`` on ``paths`` identical envs over ``span``; return the record and the
+    risk-rule counts (keyed by the env's ``rule_names``).
 
-    An episode ended early by a loss cut or a profit lock stays flat (in cash) afterwards.
+    ``make_env`` (usually an :class:`~envs.factory.EnvFactory`) is called as
+    ``make_env(span, num_envs=paths, device=device, evaluation=True)``: the evaluation env has
+    no random starts, one episode to the end of the split and float64 accounting. An episode
+    ended early by a loss cut or a profit lock stays flat (in cash) afterwards.
     """
-    settings = {**dict(env), "dtype": "float64", "compile": False}
-    trading = make_env(
-        market,
-        span,
-        settings,
-        num_envs=paths,
-        device=device,
-        episode_overrides={"length": None, "random_start": False},
-    )
+    trading = make_env(span, num_envs=paths, device=device, evaluation=True)
+    market = trading.market
+    device = trading.device
+    rules = trading.rule_names
     td = trading.reset()
     obs = td["observation"]
     capital = trading.capital
@@ -49,7 +44,7 @@ def evaluate_policy(
     returns, weights, targets, turnover, fills = [], [], [], [], []
     costs: list[torch.Tensor] = []
     alive = torch.ones(paths, dtype=torch.bool, device=device)
-    fired = torch.zeros((paths, len(RULES)), dtype=torch.float64, device=device)
+    fired = torch.zeros((paths, len(rules)), dtype=torch.float64, device=device)
     start = trading.first
     for _ in range(trading.length):
         with torch.no_grad():
@@ -97,5 +92,5 @@ def evaluate_policy(
         fills=fills_t,
         metrics=metrics,
     )
-    counts = dict(zip(RULES, [int(c) for c in fired.sum(0).tolist()], strict=True))
+    counts = dict(zip(rules, [int(c) for c in fired.sum(0).tolist()], strict=True))
     return result, counts

@@ -1,12 +1,20 @@
-"""Trading frictions: commission, bid-ask spread, slippage and square-root market impact."""
+"""Trading frictions: commission, bid-ask spread, slippage and square-root market impact.
+
+A light module: importing it does not import torch (the cost formula uses tensor methods
+only), so configs can be checked before torch is loaded.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
+from datamodules.config import dataclass_from
 from datamodules.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 BPS = 1e-4  # one basis point as a fraction
 
@@ -41,6 +49,24 @@ class Frictions:
                 raise ConfigError(
                     f"env.costs.{name} is {value}; costs must be >= 0 (set 0 to turn it off)."
                 )
+
+    @classmethod
+    def from_config(
+        cls, values: Frictions | Mapping[str, float] | None, key: str = "env.costs"
+    ) -> Frictions:
+        """The one way to build Frictions from config: ``values`` is a Frictions (returned as
+        is), a mapping of the knobs above (unknown keys are a ConfigError naming ``key``), or
+        None (the defaults)."""
+        if values is None:
+            return cls()
+        if isinstance(values, cls):
+            return values
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"{key} must be a mapping of cost knobs (commission_bps, spread_bps, "
+                f"slippage_bps, impact_coef, scale); got {values!r}."
+            )
+        return dataclass_from(cls, values, key)
 
     @property
     def linear_fraction(self) -> float:

@@ -45,7 +45,21 @@ import math
 
 import torch
 
-__all__ = ["compute_metrics", "metrics_to_floats"]
+__all__ = ["REPORTED", "compute_metrics", "metrics_to_floats"]
+
+REPORTED = (  # the metrics a run's test table shows, in this order (see compute_metrics)
+    "sharpe",
+    "sortino",
+    "annual_return",
+    "total_return",
+    "max_drawdown",
+    "annual_volatility",
+    "calmar",
+    "win_rate",
+    "annual_turnover",
+    "exposure",
+    "num_trades",
+)
 
 _DTYPE = torch.float64
 

@@ -1,7 +1,9 @@
 """Batched, tensor-native TorchRL trading environments on the shared accounting engine.
 
 One ``TradingEnv`` class serves a single ticker, a pair and an N-asset portfolio: what
-differs is the market's tickers and the :mod:`envs.actions` map. Every env of the batch has
+differs is the market's tickers and the plug-ins it is built with, each chosen by
+``_target_`` in its config group: the action scheme (:mod:`envs.actions`), the reward
+(:mod:`envs.rewards`) and the risk rules (:mod:`envs.risk`). Every env of the batch has
 its own episode; all state is in tensors on the env's device, the step has no Python loop
 over envs or assets and no host sync, and partial resets go through the ``_reset`` mask.
 
@@ -12,8 +14,11 @@ and marked at its close; the reward is that bar's outcome.
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,83 +28,117 @@ from torchrl.envs import EnvBase
 
 from datamodules.errors import ConfigError
 from datamodules.market import Market
-from envs.accounting import Account, fill_and_mark, open_account
-from envs.actions import ActionMap
+from envs.accounting import DEFAULT_CAPITAL, Account, fill_and_mark, open_account
+from envs.episode import EpisodeConfig
 from envs.frictions import Frictions
-from envs.rewards import RewardConfig, differential_sharpe
-from envs.risk import LIMITS, RULES, RiskRules, apply_position_limits
+from envs.protocol import ActionSchemeLike, RewardLike, RiskPolicyLike
+from envs.rewards import PnLReward
+from envs.risk import RiskRules, RiskStep
+
+__all__ = ["ACCOUNT_FIELDS", "DTYPES", "INFO_KEYS", "EpisodeConfig", "TradingEnv"]
 
 INFO_KEYS = ("pnl", "cost", "penalty", "equity", "turnover", "fills")
 ACCOUNT_FIELDS = ("cash", "shares", "target", "equity", "mark")
+ENV_KEYS = (*ACCOUNT_FIELDS, "t", "steps", "trigger_counts")  # the env's own state entries
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@dataclass(frozen=True)
-class EpisodeConfig:
-    """``length``: bars per episode (None = to the end of the split); ``random_start``: each
-    episode starts at a random bar of the split (else at its first bar); ``window``: bars of
-    features in an observation; ``calendar``: add time-of-day/day-of-week features."""
+class _TradingEnvMeta(type(EnvBase)):
+    """TorchRL's EnvBase metaclass takes a ``compile`` keyword for its own ``EnvBase.compile``;
+    the trading env's ``compile`` (fuse its pure step) is its own, so it is handed on to
+    ``__init__`` under another name."""
 
-    length: int | None = 390
-    random_start: bool = True
-    window: int = 1
-    calendar: bool = False
-
-    def __post_init__(self) -> None:
-        if self.length is not None and int(self.length) < 1:
-            raise ConfigError(
-                f"env.episode.length is {self.length}; use a number of bars >= 1, or null for the whole split."
-            )
-        if int(self.window) < 1:
-            raise ConfigError(
-                f"env.episode.window is {self.window}; an observation needs at least 1 bar of features."
-            )
+    def __call__(cls, *args, **kwargs):
+        if "compile" in kwargs:
+            kwargs["_compile_step"] = kwargs.pop("compile")
+        return super().__call__(*args, **kwargs)
 
 
-class TradingEnv(EnvBase):
+class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
     """A batch of ``num_envs`` trading accounts over bars ``[start, stop)`` of a market.
 
     Observation (``observation``, float32): ``window`` bars of the market's normalised
     per-ticker features, then each ticker's weight held (signed fraction of equity), then
-    calendar features if asked. Action: a discrete index into ``actions``. Reward: see
-    :class:`RewardConfig`; its components, in basis points of capital, and the risk-rule
+    calendar features if asked. Action: a discrete index into ``actions`` (the action-scheme
+    plug-in). Reward: the ``reward`` plug-in (default :class:`~envs.rewards.PnLReward`, basis
+    points of capital); its components, in basis points of capital, and the ``risk`` rules'
     triggers of the step are returned under ``info``.
+
+    ``actions`` is an action scheme, or a callable of the market returning one (the
+    ``_partial_`` its config group builds). ``costs``, ``risk`` and ``episode`` take their
+    objects or plain mappings (``env.costs``, ``env.risk``, ``env.episode``); None = defaults.
+    ``capital``: starting equity of every episode (currency). ``num_envs``: the batch size;
+    ``"auto"`` must be resolved by the caller (at most ``auto_envs_cap`` envs), it is an error
+    here. ``tickers``: if given, must be the market's. ``dtype``: accounting precision.
+    ``compile``: ``torch.compile`` the pure step and reset. ``evaluation``: the evaluation env
+    (float64 accounting, not compiled, one episode from the split's first bar to its end,
+    whatever the config says).
     """
 
     batch_locked = True
+    info_keys = INFO_KEYS
 
     def __init__(
         self,
         market: Market,
         span: tuple[int, int],
-        actions: ActionMap,
-        frictions: Frictions,
-        risk: RiskRules | None = None,
-        reward: RewardConfig | None = None,
-        episode: EpisodeConfig | None = None,
-        capital: float = 100_000.0,
-        num_envs: int = 1,
-        reward_weights: list[float] | None = None,
+        *,
+        actions: ActionSchemeLike | Callable[[Market], ActionSchemeLike],
+        costs: Frictions | Mapping[str, float] | None = None,
+        risk: RiskRules | RiskPolicyLike | Mapping[str, float | None] | None = None,
+        reward: RewardLike | None = None,
+        episode: EpisodeConfig | Mapping[str, int | bool | None] | None = None,
+        capital: float = DEFAULT_CAPITAL,
+        num_envs: int | Literal["auto"] = 1,
+        auto_envs_cap: int = 1024,
+        tickers: Sequence[str] | None = None,
+        dtype: Literal["float32", "float64"] = "float32",
+        compile: bool = False,
         device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
         seed: int = 0,
-        compile_step: bool = False,
+        evaluation: bool = False,
+        _compile_step: bool | None = None,  # ``compile``, as the metaclass hands it on
     ) -> None:
+        if _compile_step is not None:
+            compile = _compile_step
+        num_envs = _check_num_envs(num_envs)
+        if not _is_count(auto_envs_cap):
+            raise ConfigError(
+                f"env.auto_envs_cap is {auto_envs_cap}; the most envs num_envs=auto may pick "
+                "must be a number >= 1."
+            )
+        if tickers is not None and tuple(tickers) != tuple(market.tickers):
+            raise ConfigError(
+                f"env.tickers is [{', '.join(map(str, tickers))}] but the market holds "
+                f"[{', '.join(market.tickers)}]; the data group loads env.tickers, so build the "
+                "env on that market (or pass tickers=None)."
+            )
+        if str(dtype) not in DTYPES:
+            raise ConfigError(f"env.dtype is '{dtype}'; choose float32 or float64.")
+        if not float(capital) > 0:
+            raise ConfigError(f"env.capital is {capital}; the starting equity must be > 0.")
         super().__init__(device=device, batch_size=torch.Size([num_envs]))
         self.market = market
-        self.risk = risk or RiskRules()
-        self.reward_cfg = reward or RewardConfig()
-        self.episode = episode or EpisodeConfig()
-        self.frictions = frictions
+        self.evaluation = bool(evaluation)
+        self.frictions = Frictions.from_config(costs)
+        self.risk = _risk_policy(risk)
+        self.episode = EpisodeConfig.from_config(episode)
+        if self.evaluation:  # one deterministic pass over the whole split
+            self.episode = dataclasses.replace(self.episode, length=None, random_start=False)
         self.capital = float(capital)
-        self.num_envs = int(num_envs)
+        self.num_envs = num_envs
+        self.auto_envs_cap = int(auto_envs_cap)
+        self.tickers = tuple(market.tickers)
+        dtype = torch.float64 if self.evaluation else DTYPES[str(dtype)]
         self.acct_dtype = dtype
+        self.compiled = bool(compile) and not self.evaluation
         start, stop = span
         window = int(self.episode.window)
         self.first = max(int(start), window - 1)
         self.stop = int(stop)
         if self.stop - self.first < 2:
             raise ConfigError(
-                f"The env's split holds bars {start}..{stop}: too few for one step with env.observation.window={window}."
+                f"The env's split holds bars {start}..{stop}: too few for one step with env.episode.window={window}."
             )
         longest = self.stop - 1 - self.first
         self.length = (
@@ -126,34 +165,26 @@ class TradingEnv(EnvBase):
         days = market.timestamps.astype("datetime64[D]").astype(np.int64)
         self._hour = torch.as_tensor(days * 24 + (minutes // 60).astype(np.int64), device=dev)
         self._window_offsets = torch.arange(window - 1, -1, -1, device=dev)
-        self.actions = actions.to(dev, dtype)
-        weights = (
-            torch.ones(market.num_assets, dtype=dtype, device=dev)
-            if reward_weights is None
-            else torch.as_tensor(reward_weights, dtype=dtype, device=dev)
-        )
-        if (
-            weights.shape != (market.num_assets,)
-            or not bool((weights >= 0).all())
-            or not float(weights.sum()) > 0
-        ):
-            raise ConfigError(
-                f"env.reward.weights must be {market.num_assets} non-negative numbers, one per ticker ({', '.join(market.tickers)}), not all 0; got {reward_weights}."
-            )
-        self._reward_weights = weights / weights.sum() * market.num_assets
-        self._limits = {name: self.risk.limit(name) for name in LIMITS}
+        self.actions = _action_scheme(actions, market).to(dev, dtype)
+        self.reward = _reward(reward).bind(market, self.capital, dev, dtype)
+        self._rule_names = tuple(self.risk.names)
         self.obs_dim = window * feats.shape[1] + market.num_assets + self._calendar.shape[1]
         self._make_specs()
         self._set_seed(seed)
         self._init_state()
         self._step_fn = self.transition
         self._reset_fn = self.reset_state
-        if compile_step:  # fuse the pure step and reset into a few kernels
+        if self.compiled:  # fuse the pure step and reset into a few kernels
             self._step_fn = torch.compile(self.transition, dynamic=False)
             self._reset_fn = torch.compile(self.reset_state, dynamic=False)
         self._steps_seen = 0
         self._magnitude = torch.zeros((), device=dev, dtype=dtype)
         self._warned = False
+
+    @property
+    def rule_names(self) -> tuple[str, ...]:
+        """The risk triggers' names: the columns of ``info["triggers"]`` and the counts' keys."""
+        return self._rule_names
 
     # ------------------------------------------------------------------ specs and state
     def _make_specs(self) -> None:
@@ -164,7 +195,10 @@ class TradingEnv(EnvBase):
                 for key in INFO_KEYS
             },
             triggers=Binary(
-                n=len(RULES), shape=(*n, len(RULES)), dtype=torch.bool, device=self.device
+                n=len(self._rule_names),
+                shape=(*n, len(self._rule_names)),
+                dtype=torch.bool,
+                device=self.device,
             ),
             shape=n,
             device=self.device,
@@ -192,6 +226,17 @@ class TradingEnv(EnvBase):
     def _init_state(self) -> None:
         n, dev, dt = self.num_envs, self.device, self.acct_dtype
         acct = open_account(self.capital, (n,), self.market.num_assets, dev, dt)
+        risk_state = self.risk.init_state(n, self.capital, dev, dt)
+        reward_state = self.reward.init_state(n)
+        clash = (set(risk_state) & set(reward_state)) | (
+            set(ENV_KEYS) & {*risk_state, *reward_state}
+        )
+        if clash:
+            raise ValueError(
+                f"The env's state keys {sorted(clash)} are claimed twice (by the env, the risk "
+                f"plug-in {type(self.risk).__name__} or the reward {type(self.reward).__name__}); "
+                "give the plug-in's state entries their own names."
+            )
         self.state: dict[str, torch.Tensor] = {
             "cash": acct.cash,
             "shares": acct.shares,
@@ -200,16 +245,10 @@ class TradingEnv(EnvBase):
             "mark": acct.mark,
             "t": torch.full((n,), self.first, dtype=torch.long, device=dev),
             "steps": torch.zeros(n, dtype=torch.long, device=dev),
-            "session_equity": torch.full((n,), self.capital, dtype=dt, device=dev),
-            "episode_equity": torch.full((n,), self.capital, dtype=dt, device=dev),
-            "halted": torch.zeros(n, dtype=torch.bool, device=dev),
-            "turnover_hour": torch.zeros(n, dtype=dt, device=dev),
-            "turnover_session": torch.zeros(n, dtype=dt, device=dev),
-            "sharpe_a": torch.zeros(n, dtype=dt, device=dev),
-            "sharpe_b": torch.zeros(n, dtype=dt, device=dev),
-            "reward_var": torch.ones((), dtype=dt, device=dev),
+            **risk_state,
+            **reward_state,
             "trigger_counts": torch.zeros(
-                len(RULES), dtype=torch.long, device=dev
+                len(self._rule_names), dtype=torch.long, device=dev
             ),  # summed over envs
         }
 
@@ -228,6 +267,12 @@ class TradingEnv(EnvBase):
 
     def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`state_tensors` returned."""
+        missing = sorted(set(self.state) - set(state))
+        if missing:
+            raise ValueError(
+                f"The saved env state lacks {', '.join(missing)}: it comes from an env with other "
+                "plug-ins (reward or risk rules) than this one."
+            )
         self.rng.set_state(state["rng"])
         self.state = {k: v.to(self.device) for k, v in state.items() if k != "rng"}
 
@@ -251,7 +296,7 @@ class TradingEnv(EnvBase):
         return names
 
     def action_meanings(self) -> list[str]:
-        """What each action does, by ticker (see :meth:`ActionMap.keys`)."""
+        """What each action does, by ticker (see :meth:`ActionScheme.keys`)."""
         return self.actions.keys(self.market.tickers)
 
     def _observe(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -301,31 +346,26 @@ class TradingEnv(EnvBase):
         fresh = open_account(
             self.capital, (n,), self.market.num_assets, self.device, self.acct_dtype
         )
-        cap = torch.full_like(state["session_equity"], self.capital)
-        zero = torch.zeros_like(state["turnover_hour"])
         replace = {
             **{k: getattr(fresh, k) for k in ACCOUNT_FIELDS},
             "t": start,
             "steps": torch.zeros_like(state["steps"]),
-            "session_equity": cap,
-            "episode_equity": cap,
-            "halted": torch.zeros_like(state["halted"]),
-            "turnover_hour": zero,
-            "turnover_session": zero,
-            "sharpe_a": zero,
-            "sharpe_b": zero,
         }
         new = dict(state)
         for key, value in replace.items():
             m = mask.reshape(n, *([1] * (value.dim() - 1)))
             new[key] = torch.where(m, value, state[key])
+        new.update(self.risk.reset(state, mask, self.capital))
+        new.update(self.reward.reset(state, mask))
         return new, self._observe(new)
 
     def _zero_info(self) -> TensorDict:
         n = self.batch_size
         data = {key: torch.zeros((*n, 1), device=self.device) for key in INFO_KEYS}
         data["equity"] = self.state["equity"].to(torch.float32).unsqueeze(-1)
-        data["triggers"] = torch.zeros((*n, len(RULES)), dtype=torch.bool, device=self.device)
+        data["triggers"] = torch.zeros(
+            (*n, len(self._rule_names)), dtype=torch.bool, device=self.device
+        )
         return TensorDict(data, batch_size=n, device=self.device)
 
     # ------------------------------------------------------------------ step
@@ -361,38 +401,22 @@ class TradingEnv(EnvBase):
         info, terminated (N,), truncated (N,)). No host sync and no Python branch on data,
         so ``torch.compile`` fuses it (``env.compile=true``).
         """
-        lim = self._limits
         acct = Account(**{k: state[k] for k in ACCOUNT_FIELDS})
         t = state["t"]
         # Stepping an env past its truncation without a reset stays on the split's last bar
         # (and keeps reporting truncated), so no read leaves the data.
         nxt = (t + 1).clamp(max=self.stop - 1)
-        # Session and hour windows that start with the fill bar reset their state first.
-        new_session = self._session[nxt] != self._session[t]
-        new_hour = self._hour[nxt] != self._hour[t]
-        session_equity = torch.where(new_session, acct.equity, state["session_equity"])
-        halted = state["halted"] & ~new_session
-        turn_session = torch.where(
-            new_session, torch.zeros_like(state["turnover_session"]), state["turnover_session"]
-        )
-        turn_hour = torch.where(
-            new_hour, torch.zeros_like(state["turnover_hour"]), state["turnover_hour"]
+        step = RiskStep(
+            t=t,
+            fill=nxt,
+            new_session=self._session[nxt] != self._session[t],
+            new_hour=self._hour[nxt] != self._hour[t],
         )
 
-        # Pre-trade: the action's targets, position limits, a halt, turnover caps.
+        # Pre-trade: the action's targets, then the risk rules' limits (position limits, a
+        # halt, turnover caps).
         target = self.actions.targets(action, acct.target, t)
-        target, position_hit, gross_hit = apply_position_limits(
-            target, lim["max_position"], lim["max_gross_exposure"]
-        )
-        target = torch.where(halted.unsqueeze(-1), torch.zeros_like(target), target)
-        held = acct.shares * acct.mark / acct.equity.unsqueeze(-1)
-        moving = target != acct.target
-        proposed = ((target - held).abs() * moving).sum(-1)
-        trading = (proposed > 0) & ~halted
-        over_hour = trading & (turn_hour + proposed > lim["turnover_cap_hour"])
-        over_session = trading & (turn_session + proposed > lim["turnover_cap_session"])
-        blocked = over_hour | over_session
-        target = torch.where(blocked.unsqueeze(-1), acct.target, target)
+        target, pre_state, flags = self.risk.pre_trade(state, target, acct, step)
 
         # The fill and the mark: the one accounting engine.
         acct, bar = fill_and_mark(
@@ -405,49 +429,30 @@ class TradingEnv(EnvBase):
             self.frictions,
         )
 
-        # Post-trade stops.
-        drawdown = acct.equity / session_equity - 1.0
-        dd_hit = (drawdown < -lim["max_daily_drawdown"]) & ~halted
-        episode_return = acct.equity / state["episode_equity"] - 1.0
-        loss_hit = episode_return < -lim["loss_cut"]
-        profit_hit = episode_return > lim["profit_lock"]
-        terminated = loss_hit | profit_hit
+        # Post-trade stops, then the reward (its components in basis points of capital).
+        post_state, post_flags, penalty, terminated = self.risk.post_trade(
+            {**state, **pre_state}, acct, bar, step
+        )
+        flags = {**flags, **post_flags}
+        missing = [name for name in self._rule_names if name not in flags]
+        if missing:
+            raise ValueError(
+                f"The risk plug-in {type(self.risk).__name__} names the rule(s) {missing} but "
+                "its pre_trade/post_trade return no flag for them."
+            )
+        fired = torch.stack([flags[name] for name in self._rule_names], dim=-1)
         steps = state["steps"] + 1
         truncated = ((steps >= self.length) | (nxt + 1 >= self.stop)) & ~terminated
-        fired = torch.stack(
-            [dd_hit, over_hour, over_session, loss_hit, profit_hit, gross_hit, position_hit], dim=-1
-        )
-
-        # Reward and its components (basis points of capital for the components).
-        cfg = self.reward_cfg
+        reward, reward_state = self.reward(bar, state, penalty)
         bps = 1e4 / self.capital
-        penalty = dd_hit.to(acct.equity.dtype) * self.risk.drawdown_penalty
-        sharpe_a, sharpe_b, reward_var = state["sharpe_a"], state["sharpe_b"], state["reward_var"]
-        if cfg.kind == "pnl":
-            raw = (bar.asset_pnl * self._reward_weights).sum(-1) / self.capital
-        elif cfg.kind == "log_return":
-            raw = torch.log1p(bar.bar_return)
-        else:
-            raw, sharpe_a, sharpe_b = differential_sharpe(
-                bar.bar_return, sharpe_a, sharpe_b, cfg.sharpe_eta
-            )
-        reward = raw * cfg.scale - penalty
-        if cfg.normalize:
-            eta = cfg.normalize_eta
-            reward_var = (1 - eta) * reward_var + eta * (reward * reward).mean()
-            reward = reward / reward_var.sqrt().clamp_min(1e-8)
         new_state = {
+            **state,
             **{k: getattr(acct, k) for k in ACCOUNT_FIELDS},
             "t": nxt,
             "steps": steps,
-            "session_equity": session_equity,
-            "episode_equity": state["episode_equity"],
-            "halted": halted | dd_hit,
-            "turnover_hour": turn_hour + bar.turnover,
-            "turnover_session": turn_session + bar.turnover,
-            "sharpe_a": sharpe_a,
-            "sharpe_b": sharpe_b,
-            "reward_var": reward_var,
+            **pre_state,
+            **post_state,
+            **reward_state,
             "trigger_counts": state["trigger_counts"] + fired.sum(0),
         }
         info = {
@@ -476,7 +481,7 @@ class TradingEnv(EnvBase):
         self._magnitude = self._magnitude + reward.abs().mean().to(self._magnitude.dtype)
         if self._steps_seen == 16:
             typical = float(self._magnitude) / 16
-            cfg = self.reward_cfg
+            cfg = self.reward
             if typical > cfg.warn_above or (0 < typical < cfg.warn_below):
                 warnings.warn(
                     f"The env's typical |reward| over its first 16 steps is {typical:.3g}, outside "
@@ -489,4 +494,79 @@ class TradingEnv(EnvBase):
     def risk_counts(self) -> dict[str, int]:
         """How often each rule fired since the env was built, summed over envs (syncs)."""
         totals = self.state["trigger_counts"].tolist()
-        return dict(zip(RULES, totals, strict=True))
+        return dict(zip(self._rule_names, totals, strict=True))
+
+
+# ---------------------------------------------------------------------- plug-in arguments
+def _check_num_envs(num_envs: int | str) -> int:
+    if isinstance(num_envs, str):
+        raise ConfigError(
+            f"env.num_envs is '{num_envs}': the run resolves auto to a number of envs (sized to "
+            "the device's free memory, at most env.auto_envs_cap) before it builds the env; "
+            "TradingEnv takes that number."
+        )
+    if not _is_count(num_envs):
+        raise ConfigError(f"env.num_envs is {num_envs}; use a number of envs >= 1 (or auto).")
+    return int(num_envs)
+
+
+def _is_count(value: object) -> bool:
+    """A whole number >= 1 (a numpy integer too; not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _action_scheme(actions: object, market: Market) -> ActionSchemeLike:
+    """The scheme itself, or what a callable of the market (a ``_partial_``, a class) returns."""
+    if isinstance(actions, type) or not hasattr(actions, "targets"):
+        if isinstance(actions, Mapping):
+            raise ConfigError(
+                "env.actions is a plain mapping; choose an action scheme by its config group "
+                "(env/actions=targets|sizing|factors) or build its `_target_` with "
+                "hydra.utils.instantiate."
+            )
+        if not callable(actions):
+            raise ConfigError(
+                f"env.actions must be an action scheme or a callable of the market; got {actions!r}."
+            )
+        actions = actions(market)
+    if not isinstance(actions, ActionSchemeLike):
+        raise ConfigError(
+            f"env.actions built {type(actions).__name__}, which is not an action scheme (it needs "
+            "num_actions, names, neutral, keys, table, targets and to; see envs.actions.ActionScheme)."
+        )
+    return actions
+
+
+def _risk_policy(risk: object) -> RiskPolicyLike:
+    if risk is None:
+        return RiskRules()
+    if isinstance(risk, Mapping):
+        if "_target_" in risk:
+            raise ConfigError(
+                "env.risk has a `_target_`: build it with hydra.utils.instantiate (as the run "
+                "does with the env config) before passing it to TradingEnv."
+            )
+        return RiskRules.from_config(risk)
+    if not isinstance(risk, RiskPolicyLike):
+        raise ConfigError(
+            f"env.risk is a {type(risk).__name__}, not risk rules (it needs names, init_state, "
+            "reset, pre_trade and post_trade; see envs.risk.RiskRules)."
+        )
+    return risk
+
+
+def _reward(reward: object) -> RewardLike:
+    if reward is None:
+        return PnLReward()
+    if isinstance(reward, Mapping):
+        raise ConfigError(
+            "env.reward is a plain mapping; choose a reward by its config group "
+            "(env/reward=pnl|log_return|differential_sharpe) or build its `_target_` with "
+            "hydra.utils.instantiate."
+        )
+    if not isinstance(reward, RewardLike):
+        raise ConfigError(
+            f"env.reward is a {type(reward).__name__}, not a reward (it needs scale, normalize, "
+            "warn_above, warn_below, bind, init_state, reset and __call__; see envs.rewards.Reward)."
+        )
+    return reward

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from experiments.app import CONF_DIR, register_resolvers, run
+from experiments.config.groups import CONF_DIR, conf_dirs, rewrite_shorthand, searchpath_from_args
+from experiments.config.resolvers import register_resolvers
+from experiments.run.entry import run
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Compose, train and evaluate one run; return ``optimized_metric`` for sweepers."""
+    """Compose, check, train and evaluate one run; return ``optimized_metric`` for sweepers."""
     return run(cfg)
 
 
 if __name__ == "__main__":
+    # `env.actions=sizing` selects conf/env/actions/sizing.yaml, as `env/actions=sizing` does.
+    args = sys.argv[1:]
+    sys.argv[1:] = rewrite_shorthand(args, conf_dirs(searchpath_from_args(args)))
     main()

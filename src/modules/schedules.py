@@ -8,6 +8,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from datamodules.errors import ConfigError
+from modules.agents.config import LR_SCHEDULES
 
 
 def warmup_cosine(
@@ -33,7 +34,7 @@ def warmup_cosine(
     return LambdaLR(optimizer, factor)
 
 
-SCHEDULES = ("constant", "linear", "cosine")
+SCHEDULES = LR_SCHEDULES
 
 
 def lr_lambda(kind: str, total_steps: int | None, key: str):

@@ -8,13 +8,10 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.pipeline import MarketData
-from envs.factory import make_env
-from helpers.envs import env_cfg
-from modules.agent import Evaluation
-from modules.dqn import DQNLossConfig, DQNModule, DQNOptimConfig, ExplorationConfig, ReplayConfig
-from modules.policies import NetworkConfig
-from modules.ppo import PPOLossConfig, PPOModule, PPOOptimConfig
-from modules.rollouts import RunLength
+from helpers.envs import env_cfg, env_factory
+from modules.agents.base import Evaluation
+from modules.agents.dqn import DQNModule
+from modules.agents.ppo import PPOModule
 
 # Short episodes, so that training episodes end inside one small collector batch.
 ENV = env_cfg(episode={"length": 10})
@@ -22,8 +19,11 @@ SMALL_NET = {"hidden_sizes": (16,), "recurrent_size": 8}
 
 
 def env_and_evaluation(data: MarketData, num_envs: int = 8, seed: int = 0, env: dict = ENV):
-    trading = make_env(data.market, data.split.train, env, num_envs=num_envs, seed=seed)
-    return trading, Evaluation(data.market, data.split.val, data.split.test, env, seed)
+    """A training env over the train split and the evaluation on val/test, as the run builds
+    them from the env config."""
+    factory = env_factory(data.market, env)
+    trading = factory(data.split.train, num_envs=num_envs, seed=seed)
+    return trading, Evaluation(factory, data.split.val, data.split.test, seed)
 
 
 def ppo(
@@ -34,20 +34,20 @@ def ppo(
     network: dict | None = None,
     loss: dict | None = None,
     optim: dict | None = None,
-    length: RunLength | None = None,
+    length: dict | None = None,
     seed: int = 0,
 ) -> PPOModule:
-    """A small PPO agent: 8 envs x 16 frames, 2 epochs of 2 minibatches per iteration."""
+    """A small PPO agent: 8 envs x 16 frames, 2 epochs of 2 minibatches per iteration;
+    ``length`` (a collector length such as ``{"episodes": 20}``) replaces ``iterations``."""
     torch.manual_seed(seed)
     env, evaluation = env_and_evaluation(data, num_envs, seed)
     return PPOModule(
         env,
         evaluation,
-        length or RunLength(iterations=iterations),
-        frames_per_env,
-        NetworkConfig(**{**SMALL_NET, **(network or {})}),
-        PPOLossConfig(**(loss or {})),
-        PPOOptimConfig(**{"epochs": 2, "minibatch_size": 64, **(optim or {})}),
+        network={**SMALL_NET, **(network or {})},
+        collector={"frames_per_env": frames_per_env, **(length or {"iterations": iterations})},
+        loss=loss or {},
+        optim={"epochs": 2, "minibatch_size": 64, **(optim or {})},
     )
 
 
@@ -70,14 +70,16 @@ def dqn(
     return DQNModule(
         env,
         evaluation,
-        RunLength(iterations=iterations),
-        frames_per_env,
-        learning_starts,
-        NetworkConfig(**{**SMALL_NET, **(network or {})}),
-        DQNLossConfig(**(loss or {})),
-        ReplayConfig(**{"size": 1000, "batch_size": 32, **(replay or {})}),
-        DQNOptimConfig(**{"updates_per_frame": 0.25, **(optim or {})}),
-        ExplorationConfig(**{"decay_frames": 200, **(exploration or {})}),
+        network={**SMALL_NET, **(network or {})},
+        collector={
+            "frames_per_env": frames_per_env,
+            "iterations": iterations,
+            "learning_starts": learning_starts,
+        },
+        loss=loss or {},
+        replay={"size": 1000, "batch_size": 32, **(replay or {})},
+        optim={"updates_per_frame": 0.25, **(optim or {})},
+        exploration={"decay_frames": 200, **(exploration or {})},
     )
 
 

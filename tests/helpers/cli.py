@@ -27,21 +27,42 @@ def app_env() -> dict:
     return env
 
 
+TESTS = Path(__file__).resolve().parents[1]
+PLUGINS = TESTS / "myplugins"  # a plug-in package of a user's own (model, action scheme, source)
+PLUGIN_SEARCHPATH = f"hydra.searchpath=[file://{PLUGINS / 'conf'}]"
+
+
+def plugin_env() -> dict:
+    """:func:`app_env` with the folder of the ``myplugins`` package on ``PYTHONPATH``, as a user
+    puts their own package there."""
+    env = app_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def run_app(
-    *args: str, output_root: Path, module: str = "experiments", timeout: int = 600
+    *args: str,
+    output_root: Path,
+    module: str = "experiments",
+    timeout: int = 600,
+    env: dict | None = None,
 ) -> subprocess.CompletedProcess:
     """``python -m experiments ARGS`` with W&B offline and outputs under ``output_root``."""
     cmd = [sys.executable, "-m", module, *args]
     if module == "experiments":
         cmd.append(f"paths.output_root={output_root}")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=app_env())
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env or app_env()
+    )
 
 
-def ctrl_c_once(cmd: list[str], watch: Path, pattern: str, timeout: float = 300) -> tuple[int, str]:
+def ctrl_c_once(
+    cmd: list[str], watch: Path, pattern: str, timeout: float = 300, env: dict | None = None
+) -> tuple[int, str]:
     """Start ``cmd``, send it one SIGINT as soon as a file matching ``pattern`` appears under
     ``watch`` (training is under way), and return its exit status and stderr."""
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=app_env()
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or app_env()
     )
     deadline = time.time() + timeout
     while time.time() < deadline and not list(watch.rglob(pattern)):

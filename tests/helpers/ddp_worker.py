@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from modules.distributed import (
+from modules.collectives import (
     all_gather,
     average_gradients,
     broadcast_tensors,

@@ -11,8 +11,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.app import CONF_DIR
-from experiments.export import export_model, rebuild
+from experiments.config.groups import CONF_DIR
+from experiments.export.bundle import export_model, rebuild
 
 # Small markets and nets; every family's config, by test id.
 BASE = [
@@ -55,7 +55,7 @@ def make_run(family: str, folder: Path, extra: list[str] = ()):
     and the module and data; returns (cfg, module, data)."""
     cfg = compose_run(family, extra)
     torch.manual_seed(0)
-    module, data = rebuild(cfg)
+    module, data = rebuild(cfg, folder)
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, folder / "resolved_config.yaml", resolve=True)
     torch.save({"state_dict": module.state_dict()}, folder / "checkpoints" / "last.ckpt")

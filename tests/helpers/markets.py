@@ -1,12 +1,34 @@
-"""Crafted markets with prices chosen by a test."""
+"""Markets of the tests: synthetic ones from the data pipeline, and crafted ones with prices
+chosen by a test."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from datamodules.market import Market
+from datamodules.pipeline import MarketData
+from datamodules.sources import SyntheticSource
 
 BARS = 8  # bars per crafted session: 10:00 to 11:45 in 15-minute bars (two clock hours)
+NO_GAP = {"gap_bars": 0}  # the env tests' splits predate data.split's default gap
+
+
+def synthetic_data(
+    tickers: Sequence[str], sessions: int, seed: int = 0, window: int = 4, bar_size: str = "15min"
+) -> MarketData:
+    """A synthetic market of ``sessions`` sessions (15-minute bars by default), split
+    train/val/test without a gap, not cached."""
+    return SyntheticSource(
+        tickers=list(tickers),
+        bar_size=bar_size,
+        seed=seed,
+        window=window,
+        cache_dir=None,
+        split=NO_GAP,
+        synthetic={"sessions": sessions},
+    ).build()
 
 
 def crafted(

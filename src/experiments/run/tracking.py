@@ -1,0 +1,180 @@
+"""The run's logger: a plug-in (``conf/logger/``), built once per job, phase or sweep job.
+
+``conf/logger/NAME.yaml`` names a Lightning logger class by ``_target_`` with ``_partial_:
+true``; :func:`make_logger` calls it with what the run knows (see :class:`RunLogger`): the
+run's name (from its overrides), folder, tags, resolved config plus overrides, the W&B-style
+``group`` that ties a sweep's jobs or a curriculum's phases, the run id to continue when
+resuming, and the step offset of a curriculum phase. The default, :class:`WandbRunLogger`,
+writes an offline W&B run inside the run's folder (``wandb sync`` uploads it later).
+``logger=none`` logs nowhere but the console and the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
+
+log = logging.getLogger(__name__)
+
+
+def job_overrides() -> list[str]:
+    """The task overrides of this job (``+model=NAME``, ``seed=1``...)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+# Overrides that change where or how loudly a run goes, not what it computes: left out of names.
+UNNAMED = ("paths.", "print_config=", "quiet=", "logger.", "hydra.", "tags=", "hparams_search=")
+
+
+def run_name(cfg: DictConfig, phase: str | None = None) -> str:
+    """The model's name for a plain run; then the overrides that shape the result, in command order.
+    A curriculum phase's run adds ``/`` and the phase's name."""
+    parts = [o.lstrip("+~") for o in job_overrides()]
+    parts = [o for o in parts if not o.startswith(("model=", *UNNAMED))]
+    base = str(cfg.model.get("name", "run"))
+    name = ",".join([base, *parts]) if parts else base
+    return f"{name}/{phase}" if phase else name
+
+
+def run_group(cfg: DictConfig) -> str | None:
+    """The configured group, else the sweep folder for multirun jobs (shared by its jobs),
+    named after the Optuna study when it has a name: ``<study_name>-<date>-<time>``."""
+    if (cfg.get("logger") or {}).get("group"):
+        return str(cfg.logger.group)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        sweep = Path(HydraConfig.get().sweep.dir)
+        study = HydraConfig.get().sweeper.get("study_name")
+        return f"{study or 'sweep'}-{sweep.parent.name}-{sweep.name}"
+    return None
+
+
+def run_config(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """The resolved config as plain containers, plus the override list."""
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    plain["overrides"] = job_overrides() if overrides is None else list(overrides)
+    return plain
+
+
+@runtime_checkable
+class RunLogger(Protocol):
+    """What the run needs from its logger, beside being a Lightning ``Logger``.
+
+    It is constructed with the keywords ``name``, ``save_dir``, ``tags``, ``config``,
+    ``group``, ``step_offset`` and, when a run is resumed, ``id`` (the ``run_id`` it gave
+    the first time)."""
+
+    @property
+    def run_id(self) -> str | None:
+        """An id to continue this run under when resuming (None: the logger cannot)."""
+        ...
+
+    def log_summary(self, values: dict[str, float | None]) -> None:
+        """Final numbers of the run (test metrics of the model and its baselines)."""
+        ...
+
+    def log_image(self, key: str, images: list, **kwargs) -> None: ...
+
+    def finish(self) -> None:
+        """Close the run so the next job (multirun, curriculum phase) starts a fresh one."""
+        ...
+
+
+class WandbRunLogger(WandbLogger):
+    """Lightning's WandbLogger as a :class:`RunLogger`: offline by default (``mode``), every
+    step shifted by ``step_offset`` (so the phases of a curriculum continue one global step,
+    while each phase's Trainer counts from 0), ``group`` and ``job_type`` from the config or
+    the run, and a resumed run continued under its ``id``."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        save_dir: str,
+        project: str = "trading-experiments",
+        entity: str | None = None,
+        mode: Literal["offline", "online", "disabled"] = "offline",
+        group: str | None = None,
+        job_type: str = "train",
+        tags: list[str] | None = None,
+        config: dict | None = None,
+        id: str | None = None,  # noqa: A002 - wandb.init's name for it
+        step_offset: int = 0,
+    ) -> None:
+        os.environ.setdefault("WANDB_SILENT", "true")
+        resume = {"id": id, "resume": "allow"} if id else {}
+        super().__init__(
+            name=name,
+            save_dir=save_dir,
+            project=project,
+            entity=entity,
+            group=group,
+            job_type=job_type,
+            tags=tags,
+            mode=mode,
+            config=config,
+            log_model=False,
+            **resume,
+        )
+        # WandbLogger always passes anonymous=None, which wandb 0.31 warns about on every run.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+        self.step_offset = int(step_offset)
+
+    def log_metrics(self, metrics, step=None) -> None:
+        super().log_metrics(metrics, None if step is None else step + self.step_offset)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.experiment.id
+
+    def log_summary(self, values: dict[str, float | None]) -> None:
+        self.experiment.summary.update(values)
+
+    def finish(self) -> None:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def make_logger(
+    cfg: DictConfig,
+    run_dir: Path,
+    tags: list[str],
+    run_id: str | None = None,
+    phase=None,
+) -> RunLogger | None:
+    """This job's logger (``cfg.logger``), or None with ``logger=none``. With ``run_id`` (a
+    resumed run) it continues that run. In a curriculum ``phase``
+    (:class:`experiments.curriculum.context.PhaseContext`) the config holds the phase's
+    overrides and the step continues from the previous phase."""
+    if cfg.get("logger") is None:
+        return None
+    from experiments.run.build import instantiate
+
+    factory = instantiate(cfg.logger)
+    overrides = phase.overrides if phase is not None else None
+    return factory(
+        name=run_name(cfg, phase.name if phase is not None else None),
+        save_dir=str(run_dir),
+        tags=tags,
+        config=run_config(cfg, overrides),
+        group=run_group(cfg),
+        step_offset=phase.step_offset if phase is not None else 0,
+        **({"id": run_id} if run_id else {}),
+    )
+
+
+def finish(logger: RunLogger | None) -> None:
+    """Close this job's logger run (if any) so the next job starts a fresh one."""
+    if logger is not None:
+        logger.finish()

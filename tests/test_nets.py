@@ -1,0 +1,212 @@
+"""Tests of modules.policies: the config of the agents' networks, MLP/GRU/LSTM trunks (one step
+and whole sequences, state restarts), and the policy, value and Q heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from datamodules.errors import ConfigError
+from modules.agents.config import NetworkConfig
+from modules.agents.nets import PolicyNet, QNet, Trunk, ValueNet
+
+OBS, B, T = 5, 4, 6
+RECURRENT = [
+    pytest.param("gru", 1, id="gru"),
+    pytest.param("gru", 2, id="gru-2layers"),
+    pytest.param("lstm", 1, id="lstm"),
+    pytest.param("lstm", 2, id="lstm-2layers"),
+]
+
+
+def config(kind: str = "mlp", layers: int = 1, **extra) -> NetworkConfig:
+    return NetworkConfig(
+        kind=kind, hidden_sizes=(16, 8), recurrent_size=12, recurrent_layers=layers, **extra
+    )
+
+
+def zero_flags(*shape: int) -> torch.Tensor:
+    return torch.zeros(*shape, dtype=torch.bool)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+# ------------------------------------------------------------------ NetworkConfig
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"kind": "transformer"}, "model.network.kind"),
+        ({"activation": "swish"}, "model.network.activation"),
+        ({"hidden_sizes": ()}, "model.network.hidden_sizes"),
+        ({"hidden_sizes": (64, 0)}, "model.network.hidden_sizes"),
+        ({"dropout": 1.0}, "model.network.dropout"),
+        ({"dropout": -0.1}, "model.network.dropout"),
+        ({"kind": "gru", "recurrent_size": 0}, "model.network.recurrent_size"),
+        ({"kind": "lstm", "recurrent_layers": 0}, "recurrent_layers"),
+    ],
+)
+def test_network_config_errors_name_the_key(values, key) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        NetworkConfig(**values)
+
+
+def test_recurrent_settings_are_ignored_for_an_mlp() -> None:
+    cfg = NetworkConfig(kind="mlp", recurrent_size=0, recurrent_layers=0)
+    assert not cfg.recurrent
+
+
+@pytest.mark.parametrize(
+    "kind, layers, shape", [("gru", 1, (1, 12)), ("gru", 3, (3, 12)), ("lstm", 2, (4, 12))]
+)
+def test_state_shape_is_layers_times_h_and_c(kind, layers, shape) -> None:
+    cfg = config(kind, layers)
+    assert cfg.recurrent and cfg.state_shape == shape
+
+
+def test_encoder_adds_layer_norm_and_dropout_when_asked() -> None:
+    trunk = Trunk(OBS, config(layer_norm=True, dropout=0.5, activation="relu"))
+    kinds = [type(m).__name__ for m in trunk.encoder]
+    assert kinds == ["Linear", "LayerNorm", "ReLU", "Dropout"] * 2
+
+
+# ------------------------------------------------------------------ trunks
+def test_mlp_trunk_shapes_for_one_step_and_sequences() -> None:
+    trunk = Trunk(OBS, config())
+    z, state = trunk(torch.randn(B, OBS))
+    assert z.shape == (B, 8) and state is None and trunk.out_dim == 8
+    z, state = trunk(torch.randn(B, T, OBS))
+    assert z.shape == (B, T, 8) and state is None
+
+
+@pytest.mark.parametrize("kind, layers", RECURRENT)
+def test_recurrent_trunk_shapes_for_one_step_and_sequences(kind, layers) -> None:
+    cfg = config(kind, layers)
+    trunk = Trunk(OBS, cfg)
+    assert trunk.out_dim == 12
+    out, state = trunk(torch.randn(B, OBS), zero_flags(B, 1), torch.zeros(B, *cfg.state_shape))
+    assert out.shape == (B, 12) and state.shape == (B, *cfg.state_shape)
+    out, states = trunk(
+        torch.randn(B, T, OBS), zero_flags(B, T, 1), torch.zeros(B, T, *cfg.state_shape)
+    )
+    assert out.shape == (B, T, 12) and states.shape == (B, T, *cfg.state_shape)
+
+
+def test_recurrent_trunk_needs_its_state_and_flags() -> None:
+    trunk = Trunk(OBS, config("gru"))
+    with pytest.raises(ValueError, match="is_init"):
+        trunk(torch.randn(B, OBS))
+
+
+@pytest.mark.parametrize("kind, layers", RECURRENT)
+def test_sequence_equals_stepping_one_by_one(kind, layers) -> None:
+    cfg = config(kind, layers)
+    trunk = Trunk(OBS, cfg)
+    obs = torch.randn(B, T, OBS)
+    is_init = torch.rand(B, T, 1) < 0.3
+    state0 = torch.randn(B, *cfg.state_shape)
+    start = torch.zeros(B, T, *cfg.state_shape)
+    start[:, 0] = state0  # only the state at the first step is read
+    seq_out, seq_states = trunk(obs, is_init, start)
+
+    state = state0
+    for t in range(T):
+        out, state = trunk(obs[:, t], is_init[:, t], state)
+        torch.testing.assert_close(seq_out[:, t], out)
+        torch.testing.assert_close(seq_states[:, t], state)
+
+
+@pytest.mark.parametrize("kind, layers", RECURRENT)
+def test_state_restarts_at_zeros_where_is_init(kind, layers) -> None:
+    cfg = config(kind, layers)
+    trunk = Trunk(OBS, cfg)
+    obs = torch.randn(B, T, OBS)
+    k = 3
+    is_init = zero_flags(B, T)
+    is_init[:, k] = True
+    start = torch.randn(B, T, *cfg.state_shape)  # a carried, non-zero state
+    out, states = trunk(obs, is_init, start)
+
+    fresh_out, fresh_states = trunk(
+        obs[:, k:], zero_flags(B, T - k), torch.zeros(B, T - k, *cfg.state_shape)
+    )
+    torch.testing.assert_close(out[:, k:], fresh_out)
+    torch.testing.assert_close(states[:, k:], fresh_states)
+    # ... while before step k the carried state mattered
+    zero_start, _ = trunk(obs, is_init, torch.zeros_like(start))
+    assert not torch.allclose(out[:, :k], zero_start[:, :k])
+
+
+def test_one_step_restarts_only_the_flagged_envs() -> None:
+    cfg = config("gru")
+    trunk = Trunk(OBS, cfg)
+    obs, state = torch.randn(B, OBS), torch.randn(B, *cfg.state_shape)
+    flags = torch.tensor([True, False, True, False])
+    out, _ = trunk(obs, flags, state)
+    zeroed, _ = trunk(obs, zero_flags(B), torch.zeros_like(state))
+    carried, _ = trunk(obs, zero_flags(B), state)
+    torch.testing.assert_close(out[flags], zeroed[flags])
+    torch.testing.assert_close(out[~flags], carried[~flags])
+
+
+# ------------------------------------------------------------------ heads
+@pytest.mark.parametrize("kind", ["mlp", "gru", "lstm"])
+def test_first_policy_is_near_uniform(kind) -> None:
+    cfg = config(kind)
+    net = PolicyNet(OBS, 9, cfg)
+    obs = torch.randn(64, OBS) * 3
+    if cfg.recurrent:
+        logits, _ = net(obs, zero_flags(64), torch.zeros(64, *cfg.state_shape))
+    else:
+        logits = net(obs)
+    probs = logits.softmax(-1)
+    assert logits.shape == (64, 9)
+    assert (probs - 1 / 9).abs().max() < 0.01
+    assert torch.all(net.head.bias == 0)
+
+
+def test_value_net_outputs_one_value_per_observation() -> None:
+    net = ValueNet(OBS, config())
+    assert net(torch.randn(B, OBS)).shape == (B, 1)
+    assert net(torch.randn(B, T, OBS)).shape == (B, T, 1)
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_qnet_output_is_v_plus_a_minus_mean_a_when_dueling(dueling) -> None:
+    net = QNet(OBS, 3, config(dueling=dueling))
+    obs = torch.randn(B, OBS)
+    q = net(obs)
+    z, _ = net.trunk(obs)
+    adv = net.advantage(z)
+    assert q.shape == (B, 3)
+    if not dueling:
+        assert net.value is None
+        torch.testing.assert_close(q, adv)
+        return
+    value = net.value(z)
+    torch.testing.assert_close(q, value + adv - adv.mean(-1, keepdim=True))
+    torch.testing.assert_close(q.mean(-1, keepdim=True), value)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_qnet_refuses_recurrent_kinds(kind) -> None:
+    with pytest.raises(ConfigError, match="model/network=mlp") as err:
+        QNet(OBS, 3, config(kind))
+    assert f"model.network.kind is '{kind}'" in str(err.value)
+
+
+@pytest.mark.parametrize("kind, layers", RECURRENT)
+def test_value_of_next_matches_a_manual_step(kind, layers) -> None:
+    cfg = config(kind, layers)
+    net = ValueNet(OBS, cfg)
+    obs, next_obs = torch.randn(B, T, OBS), torch.randn(B, T, OBS)
+    is_init = torch.rand(B, T) < 0.2
+    _, after = net(obs, is_init, torch.randn(B, T, *cfg.state_shape))
+    got = net.value_of_next(next_obs, after)
+    assert got.shape == (B, T, 1)
+    for t in range(T):
+        # continuing from the state after step t, with no restart
+        expected, _ = net(next_obs[:, t], zero_flags(B), after[:, t])
+        torch.testing.assert_close(got[:, t], expected)

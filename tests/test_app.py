@@ -123,7 +123,7 @@ def test_a_csv_of_your_own_with_a_non_iso_timestamp_format_trains(out, tmp_path)
     done = run_app(
         "+model=lstm",
         "data=csv",
-        f"+data.files.IBM={csv}",
+        f"data.files={{IBM:{csv}}}",  # as a user types it (the old +data.files.IBM= works too)
         "env.tickers=[IBM]",
         "data.bar_size=1d",
         "data.timestamp_format=%d/%m/%Y",
@@ -168,6 +168,29 @@ def test_bad_input_is_one_clear_paragraph_before_training(out, overrides, needle
     assert done.returncode == 2
     assert "Epoch" not in done.stdout
     assert not run_folders(out)
+
+
+def test_a_multirun_whose_third_job_is_invalid_fails_before_the_first_job_starts(out):
+    done = run_app(
+        "-m",
+        "+model=ppo",
+        "env.num_envs=4,8,-3",
+        "data.synthetic.sessions=40",
+        "logger=none",
+        "print_config=false",
+        output_root=out,
+    )
+    assert done.returncode == 2
+    assert "job 3 of 3" in done.stderr and "env.num_envs is -3" in done.stderr
+    assert "No job was started" in done.stderr and "Traceback" not in done.stderr
+    assert not run_folders(out) and not list(out.rglob("train.log"))
+
+
+def test_a_typo_in_a_key_is_one_paragraph_naming_the_closest_key(out):
+    done = run_app("+model=ppo", "+env.costs.comission_bps=1", output_root=out)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1
+    assert "did you mean commission_bps" in done.stderr
 
 
 @pytest.mark.slow

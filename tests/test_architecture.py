@@ -118,7 +118,7 @@ def test_the_inference_api_imports_neither_lightning_nor_hydra_nor_torch():
 def test_config_schemas_are_light_so_the_check_can_build_them():
     loaded = _imported_by(
         "import modules.agents.config, modules.forecasters.config, envs.frictions, "
-        "envs.risk, envs.episode, envs.factory, datamodules.sources, "
+        "envs.risk, envs.episode, envs.rewards, envs.factory, datamodules.sources, "
         "experiments.config.schema, experiments.config.job, experiments.run.entry"
     )
     heavy = {"torch", "pytorch_lightning", "lightning", "torchrl", "tensordict", "wandb"}

@@ -66,6 +66,22 @@ def test_a_misspelt_group_option_lists_the_options():
     assert "did you mean sizing" in message and "factors, sizing, targets" in message
 
 
+def test_the_env_plug_ins_are_built_so_their_checks_run_before_any_data():
+    assert "env.reward.scale is -1" in refused("+model=ppo", "env.reward.scale=-1")
+    assert "env.risk.max_daily_drawdown" in refused("+model=ppo", "env.risk.max_daily_drawdown=0")
+
+
+def test_bounds_of_partial_plug_ins_are_read_from_their_annotations():
+    # TradingEnv and the networks are built later with runtime objects; their bounds
+    # (Annotated[int, ">= 1"]) are checked now.
+    assert "env.num_envs is -3; expected a whole number >= 1" in refused(
+        "+model=ppo", "env.num_envs=-3"
+    )
+    assert "model.network.dropout is 1.5; expected a number >= 0 and < 1" in refused(
+        "+model=lstm", "model.network.dropout=1.5"
+    )
+
+
 def test_ranges_of_the_model_sections_are_checked():
     assert "model.replay.size" in refused("+model=dqn", "model.replay.batch_size=0")
     assert "model.collector.frames_per_env" in refused(

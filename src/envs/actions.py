@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ class TargetActions(ActionScheme):
         self,
         market: Market,
         levels: Sequence[float] = (0.0, 1.0, -1.0),
-        position_size: float | None = None,
+        position_size: Annotated[float, "> 0"] | None = None,
     ) -> None:
         levels = [float(v) for v in levels]
         if not levels:
@@ -127,8 +128,8 @@ class SizingActions(ActionScheme):
         self,
         market: Market,
         steps: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
-        position_size: float | None = None,
-        max_position: float = 1.0,
+        position_size: Annotated[float, "> 0"] | None = None,
+        max_position: Annotated[float, "> 0"] = 1.0,
     ) -> None:
         steps = [float(s) for s in steps]
         if not steps or not all(s > 0 for s in steps):
@@ -222,9 +223,9 @@ class FactorActions(ActionScheme):
     def __init__(
         self,
         market: Market,
-        lookback: int = 20,
-        tilt_strength: float = 1.0,
-        max_multiple: float = 3.0,
+        lookback: Annotated[int, ">= 1"] = 20,
+        tilt_strength: Annotated[float, ">= 0"] = 1.0,
+        max_multiple: Annotated[float, "> 0"] = 3.0,
     ) -> None:
         if isinstance(lookback, bool) or int(lookback) != lookback or lookback < 1:
             raise ConfigError(

@@ -18,12 +18,15 @@ and implements :meth:`Reward.raw`.
 from __future__ import annotations
 
 import copy
-
-import torch
+from typing import TYPE_CHECKING
 
 from datamodules.errors import ConfigError
-from datamodules.market import Market
-from envs.accounting import BarOutcome
+
+if TYPE_CHECKING:  # a light module: the config check builds rewards before torch is imported
+    import torch
+
+    from datamodules.market import Market
+    from envs.accounting import BarOutcome
 
 
 class Reward:
@@ -78,6 +81,8 @@ class Reward:
     ) -> Reward:
         """A copy of this reward bound to an env's market, capital (currency), device and
         accounting dtype; subclasses prepare their tensors in :meth:`_prepare`."""
+        import torch
+
         bound = copy.copy(self)
         bound.capital = float(capital)
         bound.device = torch.device(device)
@@ -90,6 +95,8 @@ class Reward:
 
     def init_state(self, num_envs: int) -> dict[str, torch.Tensor]:
         """The reward's state in the env: ``reward_var``, the running variance (batch-wide)."""
+        import torch
+
         return {"reward_var": torch.ones((), dtype=self.dtype, device=self.device)}
 
     def reset(self, state: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -144,6 +151,8 @@ class PnLReward(Reward):
         self._weights: torch.Tensor | None = None
 
     def _prepare(self, market: Market) -> None:
+        import torch
+
         assets = market.num_assets
         weights = (
             torch.ones(assets, dtype=self.dtype, device=self.device)
@@ -208,12 +217,14 @@ class DifferentialSharpeReward(Reward):
         self.sharpe_eta = float(sharpe_eta)
 
     def init_state(self, num_envs: int) -> dict[str, torch.Tensor]:
+        import torch
+
         zero = torch.zeros(int(num_envs), dtype=self.dtype, device=self.device)
         return {"sharpe_a": zero, "sharpe_b": zero.clone(), **super().init_state(num_envs)}
 
     def reset(self, state: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        zero = torch.zeros_like(state["sharpe_a"])
-        return {key: torch.where(mask, zero, state[key]) for key in ("sharpe_a", "sharpe_b")}
+        zero = state["sharpe_a"].new_zeros(state["sharpe_a"].shape)
+        return {key: zero.where(mask, state[key]) for key in ("sharpe_a", "sharpe_b")}
 
     def raw(
         self, bar: BarOutcome, state: dict[str, torch.Tensor]
@@ -236,7 +247,5 @@ def differential_sharpe(
     db = r * r - b
     var = b - a * a
     safe = var > 1e-12
-    d = torch.where(
-        safe, (b * da - 0.5 * a * db) / var.clamp_min(1e-12).pow(1.5), torch.zeros_like(r)
-    )
+    d = ((b * da - 0.5 * a * db) / var.clamp_min(1e-12).pow(1.5)).where(safe, r.new_zeros(r.shape))
     return d, a + eta * da, b + eta * db

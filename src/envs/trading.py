@@ -18,7 +18,7 @@ import dataclasses
 import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -88,9 +88,9 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         risk: RiskRules | RiskPolicyLike | Mapping[str, float | None] | None = None,
         reward: RewardLike | None = None,
         episode: EpisodeConfig | Mapping[str, int | bool | None] | None = None,
-        capital: float = DEFAULT_CAPITAL,
-        num_envs: int | Literal["auto"] = 1,
-        auto_envs_cap: int = 1024,
+        capital: Annotated[float, "> 0"] = DEFAULT_CAPITAL,
+        num_envs: Annotated[int, ">= 1"] | Literal["auto"] = 1,
+        auto_envs_cap: Annotated[int, ">= 1"] = 1024,
         tickers: Sequence[str] | None = None,
         dtype: Literal["float32", "float64"] = "float32",
         compile: bool = False,

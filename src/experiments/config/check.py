@@ -6,8 +6,8 @@ nothing is imported); its keys must be parameters of the class or function, each
 the annotated type (:mod:`experiments.config.types`). A section typed as a dataclass (``costs:
 Frictions``) is checked field by field, and when the dataclass lives in a light module (one
 that imports no torch, Lightning or W&B) it is also built, so its ``__post_init__`` range
-checks run too; a light dataclass ``_target_`` that is not ``_partial_`` (a data source, the
-risk rules) is built the same way. The run's own settings are the dataclasses of
+checks run too; a ``_target_`` of a light module that is not ``_partial_`` (a data source,
+the reward, the risk rules) is built the same way. The run's own settings are the dataclasses of
 :mod:`experiments.config.schema`. The whole check takes well under a second and imports no
 torch.
 """
@@ -166,8 +166,8 @@ class Checker:
                     f"{key} ({path}) needs {', '.join(missing)}, which the config does not "
                     "give; add them, or set _partial_: true if the run passes them."
                 )
-        if len(self.problems) == before and sig.dataclass and not partial:
-            self.build(symbol, values, key)
+        if len(self.problems) == before and not partial and not _nested_target(values):
+            self.build(symbol, values, key, dataclass=sig.dataclass)
 
     def _params(self, values: dict, sig: targets.Signature, key: str) -> None:
         for name, item in values.items():
@@ -175,8 +175,9 @@ class Checker:
             spec = spec_of(param.annotation, param.module) if param is not None else ANY_SPEC
             self.value(item, spec, _join(key, name))
 
-    def build(self, symbol: targets.Symbol, values: dict, key: str) -> None:
-        """Construct a light dataclass from ``values`` so its own checks run."""
+    def build(self, symbol: targets.Symbol, values: dict, key: str, dataclass: bool = True) -> None:
+        """Construct ``symbol`` (a class or function of a light module) from ``values`` so its
+        own checks run; a dataclass through :func:`datamodules.config.dataclass_from`."""
         module = symbol.module.name
         if targets.heavy_import(module) is not None:
             return
@@ -184,11 +185,23 @@ class Checker:
 
         try:
             cls = getattr(importlib.import_module(module), symbol.qualname.rsplit(".", 1)[-1])
-            dataclass_from(cls, values, key or "the config")
+            if dataclass:
+                dataclass_from(cls, values, key or "the config")
+            else:
+                cls(**values)
         except UserInputError as err:
             self.fail(str(err))
         except (TypeError, ValueError) as err:
             self.fail(f"{key or 'the config'}: {err}")
+
+
+def _nested_target(value: Any) -> bool:
+    """Whether ``value`` holds a ``_target_`` node (it is built by Hydra, not here)."""
+    if isinstance(value, dict):
+        return "_target_" in value or any(_nested_target(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_nested_target(v) for v in value)
+    return False
 
 
 def plain(cfg: DictConfig | Mapping) -> dict:

@@ -1,11 +1,15 @@
 """Annotations (as read from source by :mod:`experiments.config.targets`) turned into checks of
 config values: ``int``, ``float | None``, ``Literal["auto"]``, ``tuple[int, ...]``,
 ``Mapping[str, str]``, a dataclass (a nested config section), or a class built by ``_target_``.
+Bounds of plain numbers are written as ``Annotated`` metadata strings, ``Annotated[int, ">= 1"]``
+(read here from source; Python ignores them at run time), so even the parameters of a
+``_partial_`` plug-in the check cannot build are range-checked.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 
 from experiments.config.targets import SourceModule, Symbol, resolve_expr
@@ -42,8 +46,14 @@ class TypeSpec:
     args: tuple[TypeSpec, ...] = ()
     choices: tuple = ()
     symbol: Symbol | None = None
+    bounds: tuple[tuple[str, float], ...] = ()  # (">=", 1.0): from Annotated[int, ">= 1"]
 
     def describe(self) -> str:
+        if self.bounds:
+            limits = " and ".join(f"{op} {value:g}" for op, value in self.bounds)
+            return (
+                f"{TypeSpec(self.form, self.args, self.choices, self.symbol).describe()} {limits}"
+            )
         form = self.form
         if form == "union":
             return " or ".join(dict.fromkeys(a.describe() for a in self.args))
@@ -143,6 +153,10 @@ def _subscript(node: ast.Subscript, module: SourceModule, depth: int) -> TypeSpe
             return TypeSpec("literal", choices=tuple(ast.literal_eval(i) for i in items))
         except ValueError:
             return ANY_SPEC
+    if name == "Annotated":
+        inner = spec_of(items[0], module, depth + 1)
+        bounds = tuple(b for item in items[1:] for b in _bounds(item))
+        return TypeSpec(inner.form, inner.args, inner.choices, inner.symbol, bounds)
     if name in WRAPPERS:
         return spec_of(items[0], module, depth + 1)
     if name in SEQUENCES:
@@ -160,6 +174,27 @@ def _subscript(node: ast.Subscript, module: SourceModule, depth: int) -> TypeSpe
     return spec_of(node.value, module, depth + 1)
 
 
+BOUND = re.compile(r"^\s*(>=|>|<=|<)\s*(-?[0-9.eE+-]+)\s*$")
+COMPARE = {
+    ">=": lambda v, b: v >= b,
+    ">": lambda v, b: v > b,
+    "<=": lambda v, b: v <= b,
+    "<": lambda v, b: v < b,
+}
+
+
+def _bounds(node: ast.expr) -> list[tuple[str, float]]:
+    """Bounds written as ``Annotated`` metadata strings: ``">= 1"``, ``"> 0"``."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        match = BOUND.match(node.value)
+        if match:
+            try:
+                return [(match[1], float(match[2]))]
+            except ValueError:
+                return []
+    return []
+
+
 def _is_ellipsis(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and node.value is Ellipsis
 
@@ -168,6 +203,9 @@ def matches(value, spec: TypeSpec) -> bool:
     """Whether ``value`` (plain YAML data: dict, list, str, int, float, bool, None) is of
     ``spec`` at the top level (sections and targets are checked further by the walker)."""
     form = spec.form
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and not all(COMPARE[op](value, bound) for op, bound in spec.bounds):
+        return False
     if form == "any":
         return True
     if form == "none":

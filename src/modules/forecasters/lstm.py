@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor, nn
 
@@ -28,9 +30,9 @@ class LSTMForecaster(ForecasterNet):
         input_size: int,
         num_assets: int,
         num_classes: int,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        dropout: float = 0.1,
+        hidden_size: Annotated[int, ">= 1"] = 64,
+        num_layers: Annotated[int, ">= 1"] = 2,
+        dropout: Annotated[float, ">= 0", "< 1"] = 0.1,
         attention_pooling: bool = False,
         bar_minutes: float | None = None,
     ) -> None:

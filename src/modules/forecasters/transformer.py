@@ -5,6 +5,7 @@ shares)."""
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
@@ -105,13 +106,13 @@ class TransformerForecaster(ForecasterNet):
         input_size: int,
         num_assets: int,
         num_classes: int,
-        d_model: int = 64,
-        num_heads: int = 4,
-        num_layers: int = 2,
-        dim_feedforward: int = 128,
-        dropout: float = 0.1,
-        time_scale_minutes: float = 1440.0,
-        min_period_minutes: float | None = None,
+        d_model: Annotated[int, ">= 1"] = 64,
+        num_heads: Annotated[int, ">= 1"] = 4,
+        num_layers: Annotated[int, ">= 1"] = 2,
+        dim_feedforward: Annotated[int, ">= 1"] = 128,
+        dropout: Annotated[float, ">= 0", "< 1"] = 0.1,
+        time_scale_minutes: Annotated[float, "> 0"] = 1440.0,
+        min_period_minutes: Annotated[float, "> 0"] | None = None,
         bar_minutes: float | None = None,
     ) -> None:
         super().__init__(input_size, num_assets, num_classes)

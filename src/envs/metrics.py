@@ -279,3 +279,10 @@ def metrics_to_floats(m: dict[str, torch.Tensor]) -> dict[str, float]:
             )
         floats[key] = float(value.item())
     return floats
+
+
+def loggable(values: dict[str, float]) -> dict[str, float]:
+    """``values`` with NaN and infinities as 0.0, for Lightning's ``self.log`` (a Sharpe
+    ratio of a flat equity curve is undefined; logged, it is 0). ``metrics.json`` keeps them
+    as null instead."""
+    return {k: (v if math.isfinite(v) else 0.0) for k, v in values.items()}

@@ -1,19 +1,5 @@
-"""An exported agent as a :class:`Policy`: numpy (or raw bars) in, action or class
-probabilities out.
-
-    policy = Policy.load("outputs/runs/<date>/<time>_ppo/export")
-    action, logits = policy(observation)          # (obs_dim,) float32 -> int, (num_actions,)
-
-    forecaster = Forecaster.load(".../<time>_lstm/export")
-    probs = forecaster(window)                      # (L, F_in) normalised -> (A, C)
-    probs = forecaster.predict_bars(bars)           # raw OHLCV bars -> (A, C)
-
-Runtime: ONNX Runtime when importable (one intra-op thread, sequential execution, all graph
-optimisations), else the TorchScript file. Loading checks every file against the sha256
-recorded in ``metadata.json`` (a changed bundle is refused) and never unpickles arbitrary
-objects (``onnxruntime`` / ``torch.jit.load``). Imports stay light: numpy and json at import
-time; onnxruntime, torch and polars only when needed.
-"""
+"""An exported agent as a :class:`Policy`: an observation (or raw bars and the weights held)
+in, the action and its logits or Q-values out."""
 
 from __future__ import annotations
 

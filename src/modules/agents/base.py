@@ -50,7 +50,7 @@ from datamodules.errors import UserInputError
 from envs.backtest import BacktestResult, backtest, buy_and_hold_targets
 from envs.evaluation import evaluate_policy
 from envs.factory import EnvFactory
-from envs.metrics import metrics_to_floats
+from envs.metrics import loggable, metrics_to_floats
 from envs.score import composite_score
 from modules.agents.config import CheckpointConfig, CollectorConfig, EvalConfig
 from modules.agents.ddp import agent_strategy, check_agent_hardware
@@ -502,7 +502,7 @@ class AgentModule(pl.LightningModule):
         ours = _floats(result)
         logged = {f"val/{k}": ours[k] for k in LOGGED if k in ours}
         logged["val/score"] = composite_score(ours)
-        clean = {k: (v if math.isfinite(v) else 0.0) for k, v in logged.items()}
+        clean = loggable(logged)
         sharpe = clean.pop("val/sharpe")
         self.log_dict(clean, batch_size=1, **self._same_everywhere())
         self.log("val/sharpe", sharpe, prog_bar=True, batch_size=1, **self._same_everywhere())
@@ -539,7 +539,7 @@ class AgentModule(pl.LightningModule):
             logged.update({f"{prefix}{k}": values[k] for k in LOGGED if k in values})
             logged[f"{prefix}score"] = composite_score(values)
         logged.update({f"test/risk_{k}": float(v) for k, v in counts.items()})
-        clean = {k: (v if math.isfinite(v) else 0.0) for k, v in logged.items()}
+        clean = loggable(logged)
         self.log_dict(clean, batch_size=1, **self._same_everywhere())
 
     def _same_everywhere(self) -> dict:

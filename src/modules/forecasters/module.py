@@ -30,7 +30,7 @@ from datamodules.windows import WindowDataModule
 from envs.accounting import DEFAULT_CAPITAL
 from envs.backtest import BacktestResult, backtest, buy_and_hold_targets
 from envs.frictions import Frictions
-from envs.metrics import REPORTED, metrics_to_floats
+from envs.metrics import REPORTED, loggable, metrics_to_floats
 from modules.carry import Layout
 from modules.family import Checkpointing, RunInputs, StrategyPlan
 from modules.forecasters.config import SIGNALS, SignalConfig, TaskConfig, TrainerConfig
@@ -326,7 +326,7 @@ class ForecastModule(pl.LightningModule):
         theirs = metrics_to_floats({k: v[0] for k, v in hold.metrics.items()})
         logged = {f"{part}/{k}": ours[k] for k in REPORTED if k in ours}
         logged.update({f"{part}/buy_and_hold_{k}": theirs[k] for k in REPORTED if k in theirs})
-        clean = {k: (v if np.isfinite(v) else 0.0) for k, v in logged.items()}
+        clean = loggable(logged)
         sharpe = clean.pop(f"{part}/sharpe")
         self.log_dict(clean, prog_bar=False, sync_dist=False)
         self.log(f"{part}/sharpe", sharpe, prog_bar=True, sync_dist=False)

@@ -22,8 +22,7 @@ from experiments.config.resolvers import register_resolvers
 from experiments.config.sweep import sweep_jobs
 from experiments.curriculum.phases import parse_phases
 from experiments.curriculum.runner import compose_phase, phase_overrides
-from experiments.run.build import instantiate
-from experiments.run.trainer import instantiate_plugins
+from experiments.run.build import instantiate, instantiate_plugins
 from modules.family import family_of
 
 

@@ -5,6 +5,7 @@ knows which family, env, source or logger it builds."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,18 @@ def instantiate(config, **kwargs):
             raise cause from None
         first = " ".join(str(err).split())
         raise ConfigError(f"Could not build {_target_of(config)}: {first}") from err
+
+
+def instantiate_plugins(node, key: str) -> list:
+    """The objects a plug-in group builds: a ``_target_`` node gives one, a mapping of such
+    nodes one per entry (a null entry is switched off), nothing gives none."""
+    if node is None:
+        return []
+    if isinstance(node, Mapping | DictConfig) and "_target_" in node:
+        return [instantiate(node)]
+    if not isinstance(node, Mapping | DictConfig):
+        raise ConfigError(f"{key} is {node!r}; give a mapping of configs with a _target_.")
+    return [instantiate(value) for value in node.values() if value is not None]
 
 
 def _target_of(config) -> str:

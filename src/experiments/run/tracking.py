@@ -159,9 +159,9 @@ def make_logger(
     overrides and the step continues from the previous phase."""
     if cfg.get("logger") is None:
         return None
-    from experiments.run.build import instantiate
+    from experiments.run.build import instantiate_plugins
 
-    factory = instantiate(cfg.logger)
+    (factory,) = instantiate_plugins(cfg.logger, "logger")
     overrides = phase.overrides if phase is not None else None
     return factory(
         name=run_name(cfg, phase.name if phase is not None else None),

@@ -4,29 +4,16 @@ and the strategy the family picks for the resolved hardware."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from datamodules.errors import ConfigError
-from experiments.run.build import instantiate
+from experiments.run.build import instantiate_plugins
 from experiments.runtime.checkpoints import PeriodicCheckpoint
 from modules.family import ModelFamily
 from modules.hardware import Hardware
-
-
-def instantiate_plugins(node, key: str) -> list:
-    """The objects a plug-in group builds: a ``_target_`` node gives one, a mapping of such
-    nodes one per entry (a null entry is switched off), nothing gives none."""
-    if node is None:
-        return []
-    if isinstance(node, Mapping | DictConfig) and "_target_" in node:
-        return [instantiate(node)]
-    if not isinstance(node, Mapping | DictConfig):
-        raise ConfigError(f"{key} is {node!r}; give a mapping of configs with a _target_.")
-    return [instantiate(value) for value in node.values() if value is not None]
 
 
 def configured_callbacks(cfg: DictConfig, logger) -> list[pl.Callback]:

@@ -41,13 +41,4 @@ class EpisodeConfig:
     ) -> EpisodeConfig:
         """An EpisodeConfig (returned as is), a mapping of its keys (unknown keys are a
         ConfigError naming ``key``) or None (the defaults)."""
-        if values is None:
-            return cls()
-        if isinstance(values, cls):
-            return values
-        if not isinstance(values, Mapping):
-            raise ConfigError(
-                f"{key} must be a mapping of episode settings (length, random_start, window, "
-                f"calendar); got {values!r}."
-            )
         return dataclass_from(cls, values, key)

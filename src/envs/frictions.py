@@ -57,15 +57,6 @@ class Frictions:
         """The one way to build Frictions from config: ``values`` is a Frictions (returned as
         is), a mapping of the knobs above (unknown keys are a ConfigError naming ``key``), or
         None (the defaults)."""
-        if values is None:
-            return cls()
-        if isinstance(values, cls):
-            return values
-        if not isinstance(values, Mapping):
-            raise ConfigError(
-                f"{key} must be a mapping of cost knobs (commission_bps, spread_bps, "
-                f"slippage_bps, impact_coef, scale); got {values!r}."
-            )
         return dataclass_from(cls, values, key)
 
     @property

@@ -116,12 +116,6 @@ class RiskRules:
     ) -> RiskRules:
         """A RiskRules (returned as is), a mapping of its limits (unknown keys are a
         ConfigError naming ``key``) or None (every rule off)."""
-        if values is None:
-            return cls()
-        if isinstance(values, cls):
-            return values
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{key} must be a mapping of risk limits; got {values!r}.")
         return dataclass_from(cls, values, key)
 
     def limit(self, name: str) -> float:

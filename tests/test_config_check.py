@@ -121,11 +121,11 @@ def test_no_model_is_its_own_message_naming_the_choices():
     assert "+model=NAME" in str(err.value) and "ppo" in str(err.value)
 
 
-def test_the_check_imports_no_torch_and_takes_well_under_two_seconds(tmp_path):
+def test_the_check_imports_no_torch(tmp_path):
+    # How fast it is, is measured by bench/config_check.py, not asserted here.
     script = textwrap.dedent(
         """
-        import sys, time
-        start = time.perf_counter()
+        import sys
         from hydra import compose, initialize_config_dir
         from experiments.config.groups import CONF_DIR
         from experiments.config.job import check_job
@@ -139,15 +139,13 @@ def test_the_check_imports_no_torch_and_takes_well_under_two_seconds(tmp_path):
         except ConfigError:
             pass
         heavy = [m for m in ("torch", "pytorch_lightning", "torchrl", "wandb") if m in sys.modules]
-        print(heavy, time.perf_counter() - start)
+        print(heavy)
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
-    heavy, seconds = done.stdout.rsplit("]", 1)
-    assert heavy.strip() == "[", done.stdout + done.stderr
-    assert float(seconds) < 10  # a loose bound; bench/config_check.py measures it
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 # ------------------------------------------------------------------ the static reader

@@ -1,0 +1,108 @@
+"""DQN's update on plain tensors gives TorchRL's DQNLoss numbers: the same loss, squared TD
+errors (the priorities) and gradients, bitwise, for every loss option; and its fused target
+update is SoftUpdate's and HardUpdate's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers.agents import dqn, fit
+from tensordict import TensorDict
+
+from modules.agents.dqn import _LOSS_KEYS
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+OPTIONS = [
+    {"double_dqn": True, "n_steps": 3, "loss_function": "smooth_l1"},
+    {"double_dqn": False, "n_steps": 3, "loss_function": "l2"},
+    {"double_dqn": True, "n_steps": 1, "loss_function": "l2"},
+    {"double_dqn": False, "n_steps": 1, "loss_function": "smooth_l1"},
+]
+
+
+def trained(agent_data, **kwargs):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    module = dqn(agent_data, iterations=2, **kwargs)
+    fit(module, 2)  # a filled buffer with updated priorities, moved weights and targets
+    return module
+
+
+@pytest.mark.parametrize("prioritized", [True, False])
+@pytest.mark.parametrize("loss", OPTIONS, ids=lambda o: "-".join(map(str, o.values())))
+def test_the_update_gives_dqnlosss_loss_priorities_and_gradients(agent_data, loss, prioritized):
+    module = trained(agent_data, loss=loss, replay={"prioritized": prioritized})
+    torch.manual_seed(5)
+    sample = module.replay.sample()
+    theirs = sample.clone()
+    out = module.loss_module(theirs)
+    module.qnet.zero_grad()
+    out["loss"].backward()
+    want = [p.grad.clone() for p in module.qnet.parameters()]
+    loss_value, priority = module.td_loss(sample.flatten_keys("."))
+    module.qnet.zero_grad()
+    loss_value.backward()
+    assert torch.equal(loss_value, out["loss"])
+    assert torch.equal(priority, theirs["td_error"])
+    for got, expected in zip((p.grad for p in module.qnet.parameters()), want, strict=True):
+        assert torch.equal(got, expected)
+    assert ("priority_weight" in sample.keys()) == prioritized  # noqa: SIM118 (a TensorDict)
+
+
+def test_the_replayed_batch_is_the_replay_buffers_sample(agent_data) -> None:
+    module = trained(agent_data, replay={"prioritized": True})
+    stored = module.replay._storage._storage.flatten_keys(".")
+    stored = {key: stored.get(key) for key in stored.keys()}  # noqa: SIM118 (a TensorDict)
+    torch.manual_seed(7)
+    state = np.random.get_state()
+    want = module.replay.sample().flatten_keys(".")
+    torch.manual_seed(7)
+    np.random.set_state(state)
+    rows, index = module._sample(stored)
+    assert torch.equal(index, want.get("index"))
+    # What the loss reads (the importance weights too), as the buffer's own sample holds it.
+    assert set(rows) == {*_LOSS_KEYS, "priority_weight"}
+    for key, value in rows.items():
+        assert torch.equal(value, want.get(key)), key
+
+
+@pytest.mark.parametrize("update", ["soft", "hard"])
+def test_the_fused_target_update_is_torchrls(agent_data, update) -> None:
+    loss = {"target_update": update, "tau": 0.1, "hard_update_period": 2}
+    module = trained(agent_data, loss=loss)
+    with torch.no_grad():
+        for p in module.qnet.parameters():
+            p.add_(torch.randn_like(p))
+    target = module.loss_module.target_value_network_params
+    updater = module.target_updater
+    for _ in range(4):  # a hard update copies on one of every `period` steps
+        before, counter = target.clone(), getattr(updater, "counter", None)
+        updater.step()
+        want, want_counter = target.clone(), getattr(updater, "counter", None)
+        target.update_(before)
+        if counter is not None:
+            updater.counter = counter
+        module._update_target(*module._target_pairs())
+        assert (target == want).all()
+        assert getattr(updater, "counter", None) == want_counter
+
+
+def test_the_collection_policy_writes_what_qvalue_then_epsilon_greedy_write(agent_data) -> None:
+    from tensordict.nn import TensorDictSequential
+
+    module = trained(agent_data)
+    module.explore.epsilon = 0.3  # some actions greedy, some random
+    obs = torch.randn(256, int(module.env.obs_dim))
+    ours, theirs = (TensorDict({"observation": obs.clone()}, [256]) for _ in range(2))
+    torch.manual_seed(11)
+    module.collection_policy()(ours)
+    torch.manual_seed(11)
+    TensorDictSequential(module.value_network, module.explore)(theirs)
+    assert set(ours.keys()) == set(theirs.keys())
+    for key in theirs.keys():  # noqa: SIM118 (a TensorDict)
+        assert torch.equal(ours[key], theirs[key]), key
+        assert ours[key].dtype == theirs[key].dtype, key
+    greedy = module.qnet(obs).argmax(-1)
+    assert 0 < int((ours["action"] != greedy).sum()) < 256

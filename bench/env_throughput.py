@@ -8,14 +8,17 @@ is shown, the window's mean goes to the JSON too):
 * **ours** — ``single_ticker``, ``dual_ticker`` (NVDA + MSFT, reward weights 0.5/0.5) and
   ``portfolio`` (8 tickers, factor actions): the ``conf/env`` configs composed by Hydra (as
   ``env=NAME`` composes them in a run) with every risk rule on, instantiated and built by
-  ``envs.factory.EnvFactory``, every friction on, at each ``--envs`` batch size, eager
-  (``compile: false``) and compiled (``compile: true``).
+  ``envs.factory.EnvFactory``, every friction on, at each ``--envs`` batch size: first the
+  *default* path (the config as it is, ``compile: auto``: compiled from
+  ``env.compile_min_envs`` envs on a CPU, always on a GPU), then the other path forced
+  (``compile: false`` or ``true``), so both eager and compiled are measured at every size.
   *steps/s* is the full TorchRL path a collector runs: ``env.step_and_maybe_reset(td)`` with
   a fresh random action each step (drawn from a bank of pre-sampled ``action_spec.rand()``
   tensors), so the TensorDict packing, spec handling and partial resets are included.
   *core steps/s* is the env's pure transition, ``env.advance(action)``, with one full
-  ``env.reset()`` per episode length. *compile s* is the wall time of the warm-up calls minus
-  what the same number of steady-state calls take (cold: a fresh inductor cache per run).
+  ``env.reset()`` per episode length. *compile s* is the env's own timing of its first
+  compiled step (``env.compile_seconds``, logged by the env; cold: a fresh inductor cache per
+  run); for the minimal env, the warm-up calls' wall time minus what as many steady calls take.
 * **gym-anytrading** ``stocks-v0`` (one env; *core* = the unwrapped env without gymnasium's
   wrappers) and gymnasium's ``SyncVectorEnv`` of 64 of them, random actions, reset on done.
 * **TorchRL FinancialRegimeEnv** (it simulates its own prices) at batch 1 and 64; a batch
@@ -33,7 +36,10 @@ an 8-ticker synthetic market built the same way.
 
 Ratios: *vs anytrading* = steps/s over gym-anytrading's single env; *vs minimal* = steps/s
 (and core steps/s) over the minimal env at the same device, batch size and variant (eager
-vs eager, compiled vs compiled; gym rows against the eager minimal env).
+vs eager, compiled vs compiled; gym rows against the eager minimal env); *vs minimal
+compiled* = steps/s over the compiled minimal env at the same device and batch size. The
+issue's targets are checked under the table: the default dual_ticker path at 4096 and 65536
+envs at least 50% of the minimal compiled env, and at 4096 envs at least 35x gym-anytrading.
 
 Run (from the repository root, in the venv with the ``bench`` extra installed)::
 
@@ -75,6 +81,7 @@ from omegaconf import DictConfig, OmegaConf
 from datamodules.market import Market
 from datamodules.sources import SyntheticSource
 from envs.factory import EnvFactory
+from envs.trading import compile_choice
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -190,6 +197,7 @@ def row(env: str, device: str, num_envs: int, variant: str, **values) -> dict:
         "steps_per_s": None,
         "core_steps_per_s": None,
         "compile_s": None,
+        "default": False,  # ours: the path env.compile=auto (the config's default) takes
         "error": None,
     }
     return {**base, **values}
@@ -247,15 +255,20 @@ def bench_ours(
     cfg: DictConfig,
     num_envs: int,
     device: str,
-    compiled: bool,
+    setting: bool | str,
     seconds: float,
 ) -> dict:
+    """One row of our env: ``setting`` is env.compile (True, False, or "auto": the config's
+    default, the row the targets judge)."""
+    default = setting == "auto"
+    compiled, _ = compile_choice(setting, num_envs, device, int(cfg.get("compile_min_envs", 512)))
     variant = "compiled" if compiled else "eager"
     try:
         if compiled:
             torch._dynamo.reset()  # each env instance compiles its own graph, cold
-        factory = EnvFactory(instantiate(OmegaConf.merge(cfg, {"compile": compiled})), market)
+        factory = EnvFactory(instantiate(OmegaConf.merge(cfg, {"compile": setting})), market)
         env = factory(span, num_envs=num_envs, device=device)
+        assert env.compiled == compiled
         bank = torch.stack([env.action_spec.rand() for _ in range(ACTION_BANK)])
         td = env.reset()
         state = {"td": td}
@@ -266,9 +279,9 @@ def bench_ours(
             _, state["td"] = env.step_and_maybe_reset(td)
 
         n_warm = 3 if compiled else 1
-        warm_s = warm(step, device, n_warm)
+        warm(step, device, n_warm)
         steps = timed(step, device, seconds)
-        compile_s = compile_seconds(warm_s, n_warm, steps) if compiled else None
+        compile_s = env.compile_seconds  # the env's own timing of its first compiled step
 
         env.reset()
         length = env.length
@@ -286,12 +299,13 @@ def bench_ours(
             device,
             num_envs,
             variant,
+            default=default,
             compile_s=compile_s,
             **rates(num_envs, steps, core_t),
         )
         return out
     except Exception as exc:  # record, do not crash the run
-        return row(f"ours {name}", device, num_envs, variant, error=_short(exc))
+        return row(f"ours {name}", device, num_envs, variant, default=default, error=_short(exc))
 
 
 # --------------------------------------------------------------------------- minimal env
@@ -462,16 +476,57 @@ def add_ratios(rows: list[dict]) -> None:
     }
     for r in rows:
         r["vs_anytrading"] = r["vs_minimal"] = r["core_vs_minimal"] = None
+        r["vs_minimal_compiled"] = None
         if r["steps_per_s"] is None:
             continue
         if gym is not None:
             r["vs_anytrading"] = r["steps_per_s"] / gym["steps_per_s"]
+        fused = minimal.get((r["device"], r["num_envs"], "compiled"))
+        if fused is not None:
+            r["vs_minimal_compiled"] = r["steps_per_s"] / fused["steps_per_s"]
         variant = r["variant"] if r["variant"] in ("eager", "compiled") else "eager"
         ref = minimal.get((r["device"], r["num_envs"], variant))
         if ref is not None:
             r["vs_minimal"] = r["steps_per_s"] / ref["steps_per_s"]
             if r["core_steps_per_s"] is not None:
                 r["core_vs_minimal"] = r["core_steps_per_s"] / ref["steps_per_s"]
+
+
+# The issue's targets for the default path (env.compile=auto) of dual_ticker on the CPU:
+# (num_envs, measure, at least).
+TARGETS = (
+    (4096, "vs_minimal_compiled", 0.5),
+    (65536, "vs_minimal_compiled", 0.5),
+    (4096, "vs_anytrading", 35.0),
+)
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    """Each target against the default dual_ticker row at its num_envs (None: not measured)."""
+    out = []
+    for n, measure, least in TARGETS:
+        r = next(
+            (
+                r
+                for r in rows
+                if r["env"] == "ours dual_ticker"
+                and r["device"] == "cpu"
+                and r["default"]
+                and r["num_envs"] == n
+            ),
+            None,
+        )
+        value = None if r is None else r.get(measure)
+        out.append(
+            {
+                "num_envs": n,
+                "measure": measure,
+                "target": least,
+                "value": value,
+                "met": None if value is None else bool(value >= least),
+            }
+        )
+    return out
 
 
 def print_table(rows: list[dict], meta: dict, notes: list[str]) -> None:
@@ -497,6 +552,7 @@ def print_table(rows: list[dict], meta: dict, notes: list[str]) -> None:
         ("compile s", {"justify": "right"}),
         ("vs anytrading", {"justify": "right"}),
         ("vs minimal", {"justify": "right"}),
+        ("vs minimal compiled", {"justify": "right"}),
         ("core vs minimal", {"justify": "right"}),
     ):
         table.add_column(col, **kw)
@@ -506,7 +562,7 @@ def print_table(rows: list[dict], meta: dict, notes: list[str]) -> None:
             table.add_section()
         previous = r["env"]
         if r["error"]:
-            cells = ["[red]FAILED[/red] (see notes)", "", "", "", "", ""]
+            cells = ["[red]FAILED[/red] (see notes)", "", "", "", "", "", ""]
         else:
             cells = [
                 fmt_rate(r["steps_per_s"]),
@@ -514,10 +570,25 @@ def print_table(rows: list[dict], meta: dict, notes: list[str]) -> None:
                 "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}",
                 fmt_ratio(r["vs_anytrading"]),
                 fmt_ratio(r["vs_minimal"]),
+                fmt_ratio(r["vs_minimal_compiled"]),
                 fmt_ratio(r["core_vs_minimal"]),
             ]
-        table.add_row(r["env"], r["device"], str(r["num_envs"]), r["variant"], *cells)
+        variant = f"{r['variant']} (default)" if r.get("default") else r["variant"]
+        table.add_row(r["env"], r["device"], str(r["num_envs"]), variant, *cells)
     console.print(table)
+    for t in meta.get("targets", []):
+        what = (
+            "x gym-anytrading"
+            if t["measure"] == "vs_anytrading"
+            else " of the minimal compiled env"
+        )
+        line = f"target default dual_ticker at {t['num_envs']} envs >= {t['target']:g}{what}: "
+        if t["value"] is None:
+            line += "not measured"
+        else:
+            verdict = "[green]met[/green]" if t["met"] else "[red]NOT met[/red]"
+            line += f"{t['value']:.2f} — {verdict}"
+        console.print(line, highlight=False)
     for i, note in enumerate(notes, 1):
         console.print(f"[dim]{i}. {note}[/dim]", highlight=False)
 
@@ -630,21 +701,26 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 done(bench_minimal(returns, n, device, compiled, args.seconds))
         for name, (market, span, cfg) in ours.items():
-            for compiled in (False, True):
-                for n in args.num_envs:
-                    if compiled and n < args.compile_min_envs:
-                        continue
-                    done(bench_ours(name, market, span, cfg, n, device, compiled, args.seconds))
+            for n in args.num_envs:
+                # The default path (env.compile=auto), then the other one, forced.
+                minimum = int(cfg.get("compile_min_envs", 512))
+                auto, _ = compile_choice("auto", n, device, minimum)
+                done(bench_ours(name, market, span, cfg, n, device, "auto", args.seconds))
+                other = not auto
+                if other and n < args.compile_min_envs:
+                    continue
+                done(bench_ours(name, market, span, cfg, n, device, other, args.seconds))
 
     add_ratios(rows)
+    meta["targets"] = check_targets(rows)
     order = {"ours": 0, "minimal": 1, "anytrading": 2, "torchrl": 3}
     rows.sort(
         key=lambda r: (
             order.get(r["env"].split(" ")[0], 9),
             r["env"],
             r["device"],
-            r["variant"] == "compiled",
             r["num_envs"],
+            not r.get("default"),
         )
     )
     total = time.perf_counter() - T0
@@ -656,8 +732,11 @@ def main(argv: list[str] | None = None) -> int:
         "each timing window; window means in the JSON), through TorchRL's "
         "env.step_and_maybe_reset (gym rows: env.step + reset on done). core: our "
         "env.advance(action) / FinancialRegimeEnv._step / gym-anytrading's unwrapped env.",
-        "compile s: warm-up wall time minus steady-state time for the same calls"
+        "compile s: ours, the env's own timing of its first compiled step (env.compile_seconds); "
+        "the minimal env, warm-up wall time minus steady-state time for the same calls"
         + (" (fresh inductor cache: cold compiles)." if cache else " (reused inductor cache)."),
+        "variant (default): the path of the config as it is (env.compile=auto: compiled from "
+        "env.compile_min_envs envs on a CPU, always on a GPU); the other variant is forced.",
         "vs minimal: against the minimal torch function at the same device, num_envs and variant "
         "(gym and FinancialRegimeEnv rows against the eager one).",
         f"ours: every friction and risk rule on; data: synthetic NVDA/MSFT 15-min bars "

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from helpers.agents import ENV, dqn, fit, ppo, trainer
 from helpers.envs import env_cfg, env_factory
+from tensordict import TensorDict
 
 from datamodules.errors import UserInputError
 from envs.backtest import backtest, buy_and_hold_targets
@@ -248,3 +249,32 @@ def test_lightning_checkpoint_loads_weights_only(agent_data, tmp_path, agent) ->
     assert checkpoint["agent_state"]["iteration"] == 1
     assert checkpoint["agent_state"]["collector"]["frames"] == module.frames
     assert set(checkpoint["state_dict"]) == set(module.state_dict())
+
+
+@pytest.mark.parametrize("family", ["ppo_mlp", "dqn"])
+def test_on_a_cpcv_fold_the_agent_trains_only_on_its_purged_training_groups(
+    family, tmp_path
+) -> None:
+    from helpers.export import compose_run
+
+    from experiments.export.bundle import rebuild
+
+    extra = ["data.split.method=cpcv", "data.split.fold=6", "data.split.embargo_bars=8"]
+    module, data = rebuild(compose_run(family, extra), tmp_path)
+    split = data.split
+    assert module.env.spans == split.spans("train") and len(module.env.spans) > 1
+    window = data.window
+    for a, b in module.env.spans:
+        for ta, tb in (*split.spans("test"), *split.spans("val")):
+            # No decision's window or fill bar touches a held-out span or its embargo.
+            assert b <= ta or a - window + 1 >= tb + 8
+    # Episodes started anywhere stay inside the training span they started in.
+    env = module.env
+    env.reset()
+    starts = env.state["t"].tolist()
+    span_of = [next(s for s in env.spans if s[0] <= t < s[1]) for t in starts]
+    action = TensorDict({"action": torch.zeros(env.num_envs, dtype=torch.long)}, env.batch_size)
+    for _ in range(env.length):
+        env.step(action)
+        now = env.state["t"].tolist()
+        assert all(a <= t < b for t, (a, b) in zip(now, span_of, strict=True))

@@ -259,6 +259,11 @@ def test_agent_learns_a_planted_component(out, model):
     sharpe = metrics["test"]["strategy"]["sharpe"]
     oracle = _oracle_sharpe(300)
     assert sharpe > 2.0 and sharpe >= 0.5 * oracle, (sharpe, oracle)
+    # What the run reports about it: a 95% interval above 0 and the verdict.
+    stats = metrics["statistics"]["test"]
+    assert stats["intervals"]["strategy"]["sharpe"]["low"] > 0, stats["verdict"]
+    assert stats["beats_buy_and_hold"] is True and stats["beats_flat"] is True, stats["verdict"]
+    assert stats["verdict"].startswith(f"{model} beats buy-and-hold")
 
 
 @pytest.mark.slow
@@ -272,6 +277,8 @@ def test_agent_does_not_beat_flat_on_a_market_with_nothing_to_learn(out, model):
     noise = 2.0 * np.sqrt(metrics["periods_per_year"] / (stop - start))
     assert (test["sharpe"] or 0.0) < noise, (test["sharpe"], noise)
     assert test["total_return"] < 0.05
+    stats = metrics["statistics"]["test"]
+    assert stats["beats_buy_and_hold"] is False and stats["beats_flat"] is False, stats["verdict"]
 
 
 def test_num_envs_auto_sizes_the_batch_within_its_cap_and_logs_the_choice(out):

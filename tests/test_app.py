@@ -213,6 +213,7 @@ def test_multirun_leaves_four_wandb_runs_in_one_group(out):
     assert all(r["state"] == "finished" for r in runs)
 
 
+@pytest.mark.slow  # moved out of the default suite (its time); CI runs it
 def test_ddp_cpu_trains_with_two_processes(out):
     done = run_app("+model=lstm", "hardware=ddp_cpu", *TINY, output_root=out)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -13,7 +13,8 @@ import tokenize
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-LAYERS = ["datamodules", "envs", "modules", "experiments"]
+# hydra_plugins: Hydra takes sweepers only from that package; it sits above experiments.
+LAYERS = ["datamodules", "envs", "modules", "experiments", "hydra_plugins"]
 # A family name as a word of its own (``transformer-engine``, a Lightning precision, is not one).
 FAMILY_NAMES = re.compile(r"(?<![\w-])(ppo|dqn|lstm|transformer|a2c)(?![\w-])", re.IGNORECASE)
 

@@ -54,7 +54,7 @@ def test_quick_run_writes_rows(tmp_path: Path) -> None:
 
     targets = {t["algorithm"]: t for t in report["targets"]}
     assert set(targets) == {"ppo", "dqn"}
-    assert targets["ppo"]["target"] == 20.0 and targets["dqn"]["target"] == 5.0
+    assert targets["ppo"]["target"] == 25.0 and targets["dqn"]["target"] == 10.0
     for t in targets.values():  # no verdict (None) when a busy machine spoiled every run
         assert t["row"] is not None and t["whole_run_ratio"] > 0
         assert t["met"] is None if t["ratio"] is None else t["met"] == (t["ratio"] >= t["target"])

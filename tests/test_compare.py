@@ -4,6 +4,7 @@ hand-made frames; bad input."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import yaml
 from helpers.cli import TINY, read_metrics, run_app, run_folders
 
 from experiments.compare import cli as compare
+from experiments.compare import selection
 from experiments.compare.table import (
     RunRecord,
     aggregate,
@@ -142,6 +144,36 @@ def test_bootstrap_ci_is_reproducible_and_contains_the_observed_difference(sweep
     assert f"= {observed:.4g}; 95% bootstrap CI [{lo:.4g}, {hi:.4g}]" in md
 
 
+def test_the_sweep_statistics_come_from_the_returns_each_run_kept(sweep):
+    printed = (sweep / "stdout.txt").read_text()
+    md = (sweep / "comparison.md").read_text()
+    for words in ("Deflated Sharpe ratio", "Probability of backtest overfitting", "SPA test"):
+        assert words in printed and words in md
+    assert f"]({selection.PBO_PNG})" in md and (sweep / selection.PBO_PNG).stat().st_size > 5000
+    stats = dict(pl.read_csv(sweep / selection.SELECTION_CSV).select("statistic", "value").rows())
+    assert stats["trials"] == 2 and 0 <= stats["deflated_sharpe_ratio"] <= 1
+    assert 0 <= stats["probability_of_backtest_overfitting"] <= 1
+    # The best configuration's Sharpe is that of its seeds' mean per-bar test returns.
+    ranked = pl.read_csv(sweep / "comparison.csv", schema_overrides={HIDDEN: pl.String})
+    best = ranked[HIDDEN][0]
+    folders = [
+        f
+        for f in run_folders(sweep)
+        if str(
+            yaml.safe_load((f / "resolved_config.yaml").read_text())["model"]["network"][
+                "hidden_size"
+            ]
+        )
+        == best
+    ]
+    series = np.mean(
+        [pl.read_csv(f / "returns_test.csv")["strategy"].to_numpy() for f in folders], 0
+    )
+    per_year = read_metrics(folders[0])["periods_per_year"]
+    sharpe = series.mean() / series.std(ddof=1) * np.sqrt(per_year)
+    assert stats["best_sharpe"] == pytest.approx(sharpe, rel=1e-9)
+
+
 def test_runs_leave_their_test_equity_curves_as_csv(sweep):
     for folder in run_folders(sweep):
         equity = pl.read_csv(folder / "equity_test.csv", try_parse_dates=True)
@@ -192,10 +224,36 @@ class FakeRun:
             "overrides": [f"seed={seed}"],
         }
         self.summary_metrics = {"test/sharpe": sharpe, "_step": 4, "test/equity_curve": {}}
+        self.summary_metrics["test/periods_per_year"] = 252.0
+        for split in ("val", "test"):  # the per-bar returns tables a run logs
+            path = f"media/table/{split}/returns_{i}.table.json"
+            self.summary_metrics[f"{split}/returns"] = {"_type": "table-file", "path": path}
+        self.downloads = 0
 
     def history(self, samples: int, pandas: bool) -> list[dict]:
         assert pandas is False
         return [{"_step": s, "trainer/global_step": s, "val/sharpe": float(s)} for s in range(3)]
+
+    def file(self, path: str):
+        run = self
+
+        class File:
+            def download(self, root: str, replace: bool = False):
+                run.downloads += 1
+                rng = np.random.default_rng(int(run.id[1:]))
+                stamps = np.arange("2024-01-02", 300, dtype="datetime64[D]").astype(str)[:300]
+                hold = np.random.default_rng(99).standard_normal(300) * 0.01
+                rows = [
+                    [t, float(x), float(h)]
+                    for t, x, h in zip(stamps, rng.standard_normal(300) * 0.01, hold, strict=True)
+                ]
+                target = Path(root) / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                table = {"columns": ["timestamp", "strategy", "buy_and_hold"], "data": rows}
+                target.write_text(json.dumps(table))
+                return target.open()
+
+        return File()
 
 
 RUNS = [
@@ -229,6 +287,13 @@ def test_online_reads_a_group_through_the_wandb_api(monkeypatch, tmp_path, capsy
     assert table["test/sharpe mean"].to_list() == [4.0, 1.5]
     assert (tmp_path / compare.CURVES_PNG).exists()
     assert not (tmp_path / compare.EQUITY_PNG).exists()  # equity_test.csv is a local file
+    # The per-bar returns come from each run's logged tables: the sweep statistics.
+    assert "Deflated Sharpe ratio of the best configuration" in printed
+    assert "Probability of backtest overfitting" in printed and "SPA test" in printed
+    assert pl.read_csv(tmp_path / "selection.csv")["statistic"].to_list()[:2] == [
+        "trials",
+        "deflated_sharpe_ratio",
+    ]
     with pytest.raises(SystemExit) as exit_:
         compare.main(["nope", "--online", "me/proj", "--out", str(tmp_path)])
     assert exit_.value.code == 2

@@ -84,6 +84,20 @@ def test_dual_ticker_3phase_runs_every_phase_as_its_own_wandb_run_in_one_group(t
     assert [p["status"] for p in state["phases"]] == ["done"] * 3
 
 
+def test_compare_of_a_curriculum_gives_the_sweep_statistics_of_its_phases(three_phase, tmp_path):
+    from test_compare import run_compare
+
+    done = run_compare(str(three_phase / "phases"), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Each phase is one configuration (one trial): deflated Sharpe over 3 trials, PBO, SPA.
+    assert "3 runs in 3 configurations" in done.stdout
+    assert (
+        "after 3 trials" in done.stdout and "SPA test (Hansen) of 3 configurations" in done.stdout
+    )
+    assert "Probability of backtest overfitting" in done.stdout
+    assert (tmp_path / "selection.csv").exists()
+
+
 def test_the_global_step_continues_across_phases(three_phase):
     state = json.loads((three_phase / "curriculum.json").read_text())
     ends = [p["global_step"] for p in state["phases"]]

@@ -74,6 +74,7 @@ def ppo_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     return done, folder
 
 
+@pytest.mark.slow  # moved out of the default suite (its time); CI runs it
 def test_ppo_on_ddp_cpu_keeps_weights_identical_across_ranks(ppo_run):
     done, folder = ppo_run
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in done.stdout + done.stderr
@@ -87,6 +88,7 @@ def test_ppo_on_ddp_cpu_keeps_weights_identical_across_ranks(ppo_run):
     assert len(list((folder / "wandb").glob("offline-run-*"))) == 1  # rank 0 alone logs
 
 
+@pytest.mark.slow  # moved out of the default suite (its time); CI runs it
 def test_total_frames_are_counted_over_all_ranks(ppo_run):
     _, folder = ppo_run
     checkpoint = _checkpoint(folder)
@@ -103,6 +105,7 @@ def test_total_frames_are_counted_over_all_ranks(ppo_run):
     assert "length 384 frames" in (folder / "train.log").read_text()
 
 
+@pytest.mark.slow  # moved out of the default suite (its time); CI runs it
 def test_resume_with_another_world_size_is_refused(ppo_run, tmp_path):
     _, folder = ppo_run
     result = run_app(

@@ -43,6 +43,7 @@ def _trial_folders(sweep: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------ joblib
+@pytest.mark.slow  # moved out of the default suite (its time); CI runs it
 def test_joblib_sweep_runs_each_job_in_its_own_wandb_run_in_one_group(out):
     done = run_app(
         "-m",
@@ -70,6 +71,7 @@ def test_joblib_sweep_runs_each_job_in_its_own_wandb_run_in_one_group(out):
 
 
 # ------------------------------------------------------------------ Optuna
+@pytest.mark.slow  # moved out of the default suite (its time); CI runs it
 def test_lstm_optuna_preset_reports_the_best_trial_of_its_study(out):
     done = run_app(
         "+model=lstm",

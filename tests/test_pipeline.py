@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 from datamodules.errors import ConfigError, DataError, UserInputError
 from datamodules.features import FeatureConfig, add_features
 from datamodules.pipeline import MarketData, build_market_data
-from datamodules.sources import FileSource, SampleSource, SyntheticSource, load_sample
+from datamodules.quality import QualityConfig, QualityThresholds
+from datamodules.sources import FileSource, SampleSource, SQLSource, SyntheticSource, load_sample
 from datamodules.splits import SplitConfig
 from datamodules.synthetic import SyntheticConfig
 
@@ -38,6 +39,7 @@ def _compose_data(option: str, overrides: list[str] = (), tickers: str = "[MSFT]
                 f"+env.tickers={tickers}",
                 "+seed=7",
                 "+paths.cache_dir=null",
+                "+paths.output_root=outputs",
                 *overrides,
             ],
         )
@@ -71,6 +73,7 @@ OPTIONS = {
     "files": FileSource,
     "csv": FileSource,
     "parquet": FileSource,
+    "sql": SQLSource,
 }
 
 
@@ -87,6 +90,8 @@ def test_each_data_option_composes_and_instantiates_into_its_source_class(tmp_pa
     assert set(cfg.data) - {"_target_", "_convert_"} == {f.name for f in fields(cls)}
     assert set(cfg.data.features) == {f.name for f in fields(FeatureConfig)}
     assert set(cfg.data.split) == {f.name for f in fields(SplitConfig)}
+    assert set(cfg.data.quality) == {f.name for f in fields(QualityConfig)}
+    assert set(cfg.data.quality.fail) == {f.name for f in fields(QualityThresholds)}
 
     source = instantiate(cfg.data)
     assert type(source) is cls
@@ -100,6 +105,11 @@ def test_each_data_option_composes_and_instantiates_into_its_source_class(tmp_pa
     elif cls is SampleSource:
         assert (source.bar_size, source.window, source.batch_size) == ("1d", 32, 128)
         assert source.split.gap_bars == 5 and not source.is_synthetic
+    elif cls is SQLSource:  # reads the ingested sample as data=sample reads the shipped file
+        assert source.uri == "duckdb:///outputs/market.duckdb" and source.database.kind == "duckdb"
+        assert (source.table, source.query, source.ticker_column) == (None, None, "ticker")
+        assert (source.bar_size, source.window, source.batch_size) == ("1d", 32, 128)
+        assert source.split.gap_bars == 5 and source.name == "sql" and not source.is_synthetic
     else:
         assert source.format == {"files": "auto"}.get(option, option)
         assert source.files == {"MSFT": str(tmp_path / f"msft.{extension}")}
@@ -307,4 +317,4 @@ def test_csv_with_wrong_timestamp_format_is_named_through_the_pipeline(tmp_path)
     with pytest.raises(DataError) as err:
         source.build()
     msg = str(err.value)
-    assert "row 1" in msg and "'01/01/2019'" in msg and "data.timestamp_format='%Y-%m-%d'" in msg
+    assert "line 2" in msg and "'01/01/2019'" in msg and "data.timestamp_format='%Y-%m-%d'" in msg

@@ -56,6 +56,7 @@ def _a2c_cmd(out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # moved out of the default suite (its time); CI runs it
 def test_an_a2c_agent_of_a_users_own_trains_resumes_exactly_exports_and_loads(tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     done = subprocess.run(

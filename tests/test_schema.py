@@ -58,7 +58,7 @@ def test_valid_bars_pass_validation_unchanged():
 
 def test_null_price_names_file_ticker_row_column_and_check(tmp_path):
     msg = _build_error(tmp_path, {"ABC": _set(_bars(), "close", 3, None)})
-    assert "abc.csv" in msg and "ticker ABC" in msg and "row 4" in msg
+    assert "abc.csv" in msg and "ticker ABC" in msg and "line 5" in msg
     assert "column 'close'" in msg and "not_nullable" in msg
 
 
@@ -73,7 +73,7 @@ def test_empty_cell_in_csv_is_a_null_value_error(tmp_path):
     with pytest.raises(DataError) as err:
         FileSource(tickers=["X"], bar_size="5min", files={"X": str(path)}, cache_dir=None).build()
     msg = str(err.value)
-    assert "row 6" in msg and "column 'volume'" in msg and "not_nullable" in msg
+    assert "line 7" in msg and "column 'volume'" in msg and "not_nullable" in msg
 
 
 def test_non_increasing_timestamps_name_the_row_and_check(tmp_path):
@@ -81,7 +81,7 @@ def test_non_increasing_timestamps_name_the_row_and_check(tmp_path):
     stamps = frame["timestamp"].to_list()
     stamps[4], stamps[5] = stamps[5], stamps[4]
     msg = _build_error(tmp_path, {"X": frame.with_columns(pl.Series("timestamp", stamps))})
-    assert "x.csv" in msg and "ticker X" in msg and "row 6" in msg
+    assert "x.csv" in msg and "ticker X" in msg and "line 7" in msg
     assert "column 'timestamp'" in msg and "timestamps strictly increasing" in msg
     assert "sort the file" in msg
 
@@ -91,7 +91,7 @@ def test_duplicate_timestamps_name_the_first_row_and_check(tmp_path):
     stamps = frame["timestamp"].to_list()
     stamps[7] = stamps[6]
     msg = _build_error(tmp_path, {"X": frame.with_columns(pl.Series("timestamp", stamps))})
-    assert "row 7" in msg and "column 'timestamp'" in msg and "no duplicate timestamps" in msg
+    assert "line 8" in msg and "column 'timestamp'" in msg and "no duplicate timestamps" in msg
     assert "2 row(s) fail it" in msg
     # A duplicate is reported as such, not also as a non-increasing timestamp.
     assert "strictly increasing" not in msg
@@ -101,7 +101,7 @@ def test_high_below_low_is_refused_naming_the_high(tmp_path):
     frame = _bars()
     low = frame["low"][5]
     msg = _build_error(tmp_path, {"X": _set(frame, "high", 5, low * 0.9)})
-    assert "row 6" in msg and "column 'high'" in msg and "high >= max(open, close)" in msg
+    assert "line 7" in msg and "column 'high'" in msg and "high >= max(open, close)" in msg
 
 
 def test_high_below_close_is_refused(tmp_path):
@@ -110,28 +110,28 @@ def test_high_below_close_is_refused(tmp_path):
     high = min(close, open_) + 0.5 * abs(close - open_)  # between open and close
     frame = _set(frame, "high", 2, high)
     msg = _build_error(tmp_path, {"X": frame})
-    assert "row 3" in msg and "column 'high'" in msg and f"value {high!r}" in msg
+    assert "line 4" in msg and "column 'high'" in msg and f"value {high!r}" in msg
 
 
 def test_low_above_open_is_refused_naming_the_low(tmp_path):
     frame = _bars()
     top = max(frame["open"][8], frame["close"][8])
     msg = _build_error(tmp_path, {"X": _set(frame, "low", 8, top * 1.001)})
-    assert "row 9" in msg and "column 'low'" in msg and "low <= min(open, close)" in msg
+    assert "line 10" in msg and "column 'low'" in msg and "low <= min(open, close)" in msg
 
 
 def test_non_positive_price_and_negative_volume_are_refused(tmp_path):
     frame = _set(_set(_bars(), "open", 1, 0.0), "volume", 9, -5.0)
     msg = _build_error(tmp_path, {"X": frame})
-    assert "row 2" in msg and "column 'open'" in msg
-    assert "row 10" in msg and "column 'volume'" in msg
+    assert "line 3" in msg and "column 'open'" in msg
+    assert "line 11" in msg and "column 'volume'" in msg
 
 
 def test_error_in_second_ticker_names_that_ticker_and_its_file(tmp_path):
     good = _bars(seed=1)
     bad = _set(_bars(seed=2), "close", 10, None)
     msg = _build_error(tmp_path, {"GOOD": good, "BAD": bad})
-    assert "bad.csv" in msg and "ticker BAD" in msg and "row 11" in msg
+    assert "bad.csv" in msg and "ticker BAD" in msg and "line 12" in msg
     assert "good.csv" not in msg
 
 

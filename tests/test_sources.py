@@ -97,7 +97,7 @@ def test_csv_with_non_iso_timestamps_and_renamed_columns_loads_and_ignores_extra
         assert frame[name].dtype == pl.Float64
         np.testing.assert_allclose(frame[name].to_numpy(), bars[name].to_numpy(), rtol=1e-12)
     assert frame["ticker"].unique().to_list() == ["MSFT"]
-    assert frame["_row"].to_list() == [1, 2, 3, 4, 5, 6]
+    assert frame["_row"].to_list() == [2, 3, 4, 5, 6, 7]  # editor lines: header = 1
     assert frame["_file"][0] == str(path)
 
 
@@ -127,8 +127,8 @@ def test_one_file_with_a_ticker_column_splits_by_ticker_and_keeps_only_asked_tic
     assert sorted(frame["ticker"].unique().to_list()) == ["AAA", "BBB"]
     got_b = frame.filter(pl.col("ticker") == "BBB").sort("timestamp")
     np.testing.assert_allclose(got_b["close"].to_numpy(), b["close"].to_numpy())
-    # _row points at the row of the shared file: BBB is the 2nd of every 3 rows.
-    assert got_b["_row"].to_list() == [2, 5, 8, 11, 14]
+    # _row is the line of the shared file: BBB is the 2nd of every 3 rows, after the header.
+    assert got_b["_row"].to_list() == [3, 6, 9, 12, 15]
 
 
 def test_one_file_without_ticker_column_setting_is_refused(tmp_path):
@@ -343,7 +343,7 @@ def test_timestamp_not_matching_the_format_names_row_value_and_format(tmp_path):
     with pytest.raises(DataError) as err:
         _load({"X": str(path)}, ["X"], timestamp_format="%d/%m/%Y %H:%M")
     msg = str(err.value)
-    assert str(path) in msg and "row 4" in msg and "2024-01-02 09:45" in msg
+    assert str(path) in msg and "line 5" in msg and "2024-01-02 09:45" in msg
     assert "data.timestamp_format='%d/%m/%Y %H:%M'" in msg
 
 
@@ -356,7 +356,7 @@ def test_unparseable_iso_timestamp_suggests_setting_a_format(tmp_path):
     with pytest.raises(DataError) as err:
         _load({"X": str(path)}, ["X"])
     msg = str(err.value)
-    assert "row 3" in msg and "'yesterday'" in msg and "data.timestamp_format" in msg
+    assert "line 4" in msg and "'yesterday'" in msg and "data.timestamp_format" in msg
 
 
 def test_non_numeric_price_names_file_column_row_and_value(tmp_path):
@@ -368,7 +368,7 @@ def test_non_numeric_price_names_file_column_row_and_value(tmp_path):
     with pytest.raises(DataError) as err:
         _load({"X": str(path)}, ["X"])
     msg = str(err.value)
-    assert str(path) in msg and "'close'" in msg and "row 2" in msg and "'12,5'" in msg
+    assert str(path) in msg and "'close'" in msg and "line 3" in msg and "'12,5'" in msg
     assert isinstance(err.value, UserInputError)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from datamodules.errors import ConfigError
@@ -142,3 +143,73 @@ def test_split_config_is_checked_without_any_data(kwargs, needle):
     with pytest.raises(ConfigError) as err:
         SplitConfig(**kwargs)
     assert needle in str(err.value)
+
+
+# ------------------------------------------------------------------------------ CPCV
+CPCV = dict(method="cpcv", groups=6, test_groups=2, val=0.15, purge_bars=3, embargo_bars=24)
+
+
+def _reads(t: int, window: int) -> range:
+    """The bars a training sample decided at t reads: its input window and its fill bar."""
+    return range(t - window + 1, t + 2)
+
+
+@pytest.mark.parametrize("window", [1, 16, 64])
+def test_no_training_window_of_any_cpcv_fold_touches_its_test_groups_or_their_embargo(window):
+    from datamodules.splits import cpcv_groups, cpcv_test_sets
+
+    bars = 3000
+    groups = cpcv_groups(bars, 6)
+    sets = cpcv_test_sets(6, 2)
+    assert len(sets) == SplitConfig(**CPCV).num_cpcv_folds == 15
+    for fold, chosen in enumerate(sets):
+        split = SplitConfig(**CPCV, fold=fold).cut(bars, window + 2, window)
+        assert split.spans("test") == tuple(groups[g] for g in chosen)
+        assert split.groups == chosen
+        removed = [*split.spans("test"), *split.spans("val")]
+        forbidden = set()
+        for a, b in removed:  # the span, the purge before it and the embargo after it
+            forbidden |= set(range(a - CPCV["purge_bars"], b + CPCV["embargo_bars"]))
+        trained = 0
+        for a, b in split.spans("train"):
+            for t in range(max(a, window - 1), b - 1):  # the decisions of the span
+                assert forbidden.isdisjoint(_reads(t, window)), (fold, t)
+                trained += 1
+        # Nothing clean is wasted: the training bars are the groups not tested, less the
+        # validation span, the purges and the embargoes (and the first window).
+        lost = (len(chosen) + 1) * (CPCV["purge_bars"] + CPCV["embargo_bars"] + window + 1)
+        assert trained >= 4 * 500 - 450 - lost - window
+
+
+def test_cpcv_validation_is_the_end_of_the_latest_training_group():
+    split = SplitConfig(**CPCV, fold=14).cut(3000, 18, 16)  # tests groups 4 and 5
+    assert split.spans("test") == ((2000, 2500), (2500, 3000))
+    assert split.val == (2000 - 300, 2000)  # 15% of the 2000 training bars
+    assert split.spans("train") == ((0, 1700 - 3),)  # groups 0-3 as one span, purged
+
+
+def test_cpcv_fold_out_of_range_names_the_sweep_to_run():
+    with pytest.raises(ConfigError, match=r"has 15 folds .*data.split.fold=range\(0,15\)"):
+        SplitConfig(**CPCV, fold=15)
+    with pytest.raises(ConfigError, match="test_groups <= groups - 2"):
+        SplitConfig(method="cpcv", groups=4, test_groups=3)
+    with pytest.raises(ConfigError, match="choose time .* or cpcv"):
+        SplitConfig(method="purged")
+
+
+def test_the_pipeline_normalises_cpcv_features_on_the_training_spans_only():
+    data = SyntheticSource(
+        tickers=["X"],
+        bar_size="1h",
+        window=16,
+        synthetic={"sessions": 200},
+        cache_dir=None,
+        split={**CPCV, "fold": 3},
+    ).build()
+    assert len(data.split.spans("test")) == 2 and len(data.split.spans("train")) >= 2
+    rows = np.concatenate([np.arange(a, b) for a, b in data.split.spans("train")])
+    feats = data.market.features.astype(np.float64)
+    # z-scored with the training spans' statistics: mean 0 and std 1 there, not elsewhere
+    assert np.abs(feats[rows].mean(axis=0)).max() < 1e-4
+    assert np.abs(feats[rows].std(axis=0) - 1).max() < 1e-3
+    assert np.abs(feats.mean(axis=0)).max() > 1e-3

@@ -13,6 +13,7 @@ from helpers.markets import synthetic_data
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs, step_mdp
 
+from datamodules.errors import ConfigError
 from datamodules.market import Market
 from datamodules.pipeline import MarketData
 from envs.risk import RULES
@@ -467,6 +468,48 @@ def test_random_starts_stay_inside_the_split(one) -> None:
     records = run(env, random_actions(env, 50, seed=10))
     assert records[-1]["truncated"].all()
     assert (records[-1]["t"] <= span[1] - 1).all()
+
+
+def test_episodes_over_several_spans_never_cross_a_gap(one) -> None:
+    spans = ((40, 160), (300, 420), (600, 700))
+    cfg = env_cfg(episode={"length": 30, "random_start": True})
+    env = make_env(one.market, spans, cfg, num_envs=64, seed=3)
+    inside = torch.zeros(one.market.num_bars, dtype=torch.bool)
+    for a, b in spans:
+        inside[a:b] = True
+    starts = []
+    for episode in range(4):
+        env.reset()
+        start = env.state["t"].clone()
+        starts.append(start)
+        records = run(env, random_actions(env, 30, seed=20 + episode))
+        for i, rec in enumerate(records):
+            # Every bar stepped onto is one of the spans' and follows the last bar stepped.
+            assert inside[rec["t"]].all()
+            assert torch.equal(rec["t"], start + i + 1)
+        assert records[-1]["truncated"].all()
+    starts = torch.cat(starts)
+    # Starts come from every span, each leaving room for a full episode inside it.
+    for a, b in spans:
+        mine = starts[(starts >= a) & (starts < b)]
+        assert mine.numel() > 0 and mine.max() <= b - 1 - 30
+    assert inside[starts].all()
+
+
+def test_a_short_span_truncates_at_its_own_end(one) -> None:
+    spans = ((40, 60), (300, 420))
+    cfg = env_cfg(episode={**FIXED_START})
+    env = make_env(one.market, spans, cfg, num_envs=2)
+    env.reset()
+    assert env.state["t"].tolist() == [40, 300]  # without random starts the spans take turns
+    records = run(env, torch.zeros((19, 2), dtype=torch.long))
+    assert records[-1]["truncated"].tolist() == [True, False]
+    assert int(records[-1]["t"][0]) == 59
+
+
+def test_overlapping_spans_are_refused(one) -> None:
+    with pytest.raises(ConfigError, match="do not overlap"):
+        make_env(one.market, ((40, 160), (150, 300)), env_cfg(), num_envs=1)
 
 
 def test_window_moves_the_first_bar(one) -> None:

@@ -148,8 +148,11 @@ def calendar_features(timestamps: np.ndarray) -> np.ndarray:
     )
 
 
-def fit_normalisation(features: np.ndarray, rows: slice) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std per (asset, feature) over ``rows`` only (the training split)."""
+def fit_normalisation(
+    features: np.ndarray, rows: slice | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per (asset, feature) over ``rows`` only (a slice, or the bar indices, of
+    the training split)."""
     train = features[rows].astype(np.float64)
     mean = train.mean(axis=0)
     std = train.std(axis=0)

@@ -1,7 +1,8 @@
 """From a data source to a validated, aligned, featured and normalised :class:`Market`.
 
-source.load() -> validate (pandera) -> align tickers -> resample -> features (cached) ->
-split -> normalisation fitted on the training split only.
+source.load() -> time range (data.start, data.end) -> validate (pandera) -> quality report
+-> align tickers -> resample -> features (cached, with the quality numbers) -> split ->
+normalisation fitted on the training split only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from datamodules.bars import align, bar_minutes, resample, session_stats, sessions
-from datamodules.cache import cache_key, cached_frame
+from datamodules.cache import cache_key, cached_build
 from datamodules.columns import BAR_COLUMNS, LOAD_COLUMNS
 from datamodules.errors import DataError
 from datamodules.features import (
@@ -25,8 +26,10 @@ from datamodules.features import (
     fit_normalisation,
 )
 from datamodules.market import Market
+from datamodules.quality import QualityConfig, assess, failure, measure, summary_line
 from datamodules.schema import validate_bars
 from datamodules.splits import Split, SplitConfig
+from datamodules.timerange import TimeRange
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ class Source(Protocol):
     cache_dir: str | None
     features: FeatureConfig
     split: SplitConfig
+    quality: QualityConfig
+    time_range: TimeRange
     name: ClassVar[str]
     is_synthetic: ClassVar[bool]
 
@@ -56,22 +61,32 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class MarketData:
-    """A normalised market, its time split and the window settings for forecasters."""
+    """A normalised market, its time split and the window settings for forecasters.
+
+    ``quality`` is the data-quality report of the raw bars (:func:`datamodules.quality.assess`;
+    None when ``data.quality.enabled`` is false); ``cache_hit`` says whether the features came
+    from the feature cache.
+    """
 
     market: Market
     split: Split
     window: int
     batch_size: int
     num_workers: int = 0
+    quality: dict | None = None
+    cache_hit: bool = False
+    cache_key: str = ""  # the feature-cache key: identifies the bars and features by content
 
 
 def build_market_data(source: Source) -> MarketData:
     """Build the run's market from a data source (the ``data`` node, see ``conf/data/``).
 
     The source loads the raw bars; everything after that is the same for every source:
-    validation, alignment, resampling, features (cached in ``source.cache_dir`` under a key
-    made of ``source.fingerprint()`` and the settings that shape the features), the time
-    split and the normalisation fitted on the training split only.
+    the time range (``data.start``, ``data.end``), validation, the data-quality report (one
+    log line; a check above its ``data.quality.fail`` threshold raises
+    :class:`~datamodules.quality.QualityError`), alignment, resampling, features (cached in
+    ``source.cache_dir`` under a key made of ``source.fingerprint()`` and the settings that
+    shape the features), the time split and the normalisation fitted on the training split.
     """
     if not isinstance(source, Source):
         raise TypeError(
@@ -89,17 +104,32 @@ def build_market_data(source: Source) -> MarketData:
         "bar_size": minutes,
         "features": asdict(feature_cfg),
         "min_aligned_share": source.min_aligned_share,
+        "range": source.time_range.key(),
+        "quality": source.quality.measuring() if source.quality.enabled else None,
     }
 
-    def build() -> pl.DataFrame:
-        raw = validate_bars(_conform(source.load(), source))
+    def build() -> tuple[pl.DataFrame, dict]:
+        loaded = _conform(source.load(), source)
+        raw = validate_bars(source.time_range.apply(loaded, tickers, f"the {source.name} data"))
+        measured = measure(raw, source.quality) if source.quality.enabled else None
         aligned = align(raw, tickers, source.min_aligned_share)
         bars = resample(aligned, minutes, source.bar_size)
-        return add_features(bars, feature_cfg)
+        counts = {str(t): int(n) for t, n in bars.group_by("ticker").len().iter_rows()}
+        return add_features(bars, feature_cfg), {"quality": measured, "bars": counts}
 
-    frame = cached_frame(source.cache_dir, cache_key(describe), build)
-    market = _to_market(frame, source, minutes)
-    parts = source.split.cut(market.num_bars, source.window + 2)
+    key = cache_key(describe)
+    frame, record = cached_build(source.cache_dir, key, build)
+    if source.cache_dir:
+        log.info("features: %s (cache key %s)", "from the cache" if record["hit"] else "built", key)
+    quality = None
+    if source.quality.enabled:
+        quality = assess(record["quality"], source.quality, source.name)
+        line = summary_line(quality)
+        (log.info if quality["status"] == "ok" else log.warning)("%s", line)
+        if (failed := failure(quality)) is not None:
+            raise failed
+    market = _to_market(frame, source, minutes, record.get("bars"))
+    parts = source.split.cut(market.num_bars, source.window + 2, source.window)
     market = normalise(market, parts)
     log.info(
         "market: %s, %d bars of %s, %s; train %s val %s test %s",
@@ -117,12 +147,17 @@ def build_market_data(source: Source) -> MarketData:
         window=source.window,
         batch_size=source.batch_size,
         num_workers=source.num_workers,
+        quality=quality,
+        cache_hit=bool(record["hit"]),
+        cache_key=key,
     )
 
 
 def normalise(market: Market, split: Split) -> Market:
-    """Z-score each (ticker, feature) with statistics of the training split only."""
-    mean, std = fit_normalisation(market.features, slice(*split.train))
+    """Z-score each (ticker, feature) with statistics of the training split only (the bars of
+    its spans, when it has several)."""
+    rows = np.concatenate([np.arange(a, b) for a, b in split.spans("train")])
+    mean, std = fit_normalisation(market.features, rows)
     feats = ((market.features - mean) / std).astype(np.float32)
     stats = {
         name: {"mean": mean[:, j].tolist(), "std": std[:, j].tolist()}
@@ -190,13 +225,34 @@ def _conform(raw: object, source: Source) -> pl.DataFrame:
     ).select(*LOAD_COLUMNS)
 
 
-def _to_market(frame: pl.DataFrame, source: Source, minutes: int) -> Market:
+def too_short(source: Source, ticker: str, bars: int | None) -> DataError:
+    """The paragraph for data too short for the features' warm-up and the window: how many
+    bars there are and how many are needed."""
+    warmup = source.features.warmup
+    part = source.window + 2
+    had = f"{bars} bars" if bars is not None else f"at most {warmup} bars"
+    return DataError(
+        f"{ticker} has {had} of {source.bar_size} ({source.name}) after alignment and "
+        f"resampling; the features' warm-up uses the first {warmup} (data.features: the longest "
+        "lookback plus data.features.warmup_bars), and each split part (train, val, test) "
+        f"needs at least {part} more (data.window={source.window}, plus 2): at least "
+        f"{warmup + 3 * part} bars are needed. Give more data (a longer file, an earlier "
+        "data.start), or shorten data.window or the features' lookbacks."
+    )
+
+
+def _to_market(
+    frame: pl.DataFrame, source: Source, minutes: int, bars: dict[str, int] | None = None
+) -> Market:
     tickers = list(source.tickers)
     cfg = source.features
     names = cfg.names()
     per_ticker = {t: frame.filter(pl.col("ticker") == t).sort("timestamp") for t in tickers}
     lengths = {t: f.height for t, f in per_ticker.items()}
-    if len(set(lengths.values())) != 1 or min(lengths.values()) == 0:
+    if min(lengths.values()) == 0:
+        short = min(lengths, key=lengths.get)
+        raise too_short(source, short, (bars or {}).get(short))
+    if len(set(lengths.values())) != 1:
         raise DataError(f"After features, the tickers have different numbers of bars: {lengths}.")
     stamps = per_ticker[tickers[0]]["timestamp"].to_numpy().astype("datetime64[us]")
 

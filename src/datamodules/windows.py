@@ -106,8 +106,13 @@ class WindowDataModule(pl.LightningDataModule):
         return self.market.num_assets
 
     def decisions(self, part: str) -> np.ndarray:
-        """Decision bars of a split: the window fits in the data and the fill bar is in the split."""
-        start, stop = self.split.part(part)
+        """Decision bars of a split: the window fits in the data and the fill bar is in the
+        split (in each of its spans, when it has several)."""
+        return np.concatenate([self.span_decisions(span) for span in self.split.spans(part)])
+
+    def span_decisions(self, span: tuple[int, int]) -> np.ndarray:
+        """Decision bars of one contiguous span ``[start, stop)``."""
+        start, stop = span
         return np.arange(max(start, self.window - 1), stop - 1)
 
     def dataset(self, part: str) -> WindowDataset:

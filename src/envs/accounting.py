@@ -50,6 +50,7 @@ class BarOutcome:
     weights: torch.Tensor  # (*B, A) position value / equity at the close (signed fraction)
     asset_pnl: torch.Tensor  # (*B, A) each asset's share of pnl, after its costs (sums to pnl)
     asset_cost: torch.Tensor  # (*B, A) costs paid per asset
+    asset_costs: dict[str, torch.Tensor]  # component -> (*B, A) currency paid per asset
 
 
 def open_account(
@@ -113,9 +114,54 @@ def fill_and_mark(
         weights=position_value / equity.unsqueeze(-1),
         asset_pnl=asset_pnl,
         asset_cost=asset_cost,
+        asset_costs=per_asset,
     )
     new_target = torch.where(changed, target, account.target)
     mark = close_next.expand_as(new_shares)
     return Account(
         cash=cash, shares=new_shares, target=new_target, equity=equity, mark=mark
     ), outcome
+
+
+def replay_outcomes(
+    start: Account,
+    cash: torch.Tensor,
+    shares: torch.Tensor,
+    equity: torch.Tensor,
+    open_next: torch.Tensor,
+    close_next: torch.Tensor,
+    sigma: torch.Tensor,
+    adv: torch.Tensor,
+    frictions: Frictions,
+) -> dict[str, torch.Tensor]:
+    """What :func:`fill_and_mark` reported bar by bar over T bars, from the states it left.
+
+    ``start``: the account before the first bar (batch ``B``); ``cash``, ``equity`` (*B, T)
+    and ``shares`` (*B, T, A): after each bar's fill and mark; the prices and the impact
+    inputs (T, A) of each bar, as :func:`fill_and_mark` took them. Returns by name: returns,
+    turnover, fills, weights (its :class:`BarOutcome` fields), shares, the costs per component
+    (*B, T) and per asset (``asset_<component>``, *B, T, A): fill_and_mark's own formulas,
+    over every bar at once, so a loop over the bars needs to carry and keep only the account.
+    """
+    before_shares = torch.cat([start.shares.unsqueeze(-2), shares[..., :-1, :]], dim=-2)
+    before_cash = torch.cat([start.cash.unsqueeze(-1), cash[..., :-1]], dim=-1)
+    before_equity = torch.cat([start.equity.unsqueeze(-1), equity[..., :-1]], dim=-1)
+    traded = shares - before_shares
+    per_asset = frictions.costs(traded, open_next, sigma, adv)
+    equity_open = before_cash + _sum_assets(before_shares * open_next)
+    traded_notional = _sum_assets(traded.abs() * open_next)
+    return {
+        "returns": (equity - before_equity) / before_equity,
+        "turnover": traded_notional / equity_open,
+        "fills": (traded != 0).sum(-1),
+        "weights": shares * close_next / equity.unsqueeze(-1),
+        "shares": shares,
+        **{name: _sum_assets(per_asset[name]) for name in COST_COMPONENTS},
+        **{f"asset_{name}": per_asset[name] for name in COST_COMPONENTS},
+    }
+
+
+def _sum_assets(x: torch.Tensor) -> torch.Tensor:
+    """``x.sum(-1)``; with one asset the column itself (the same numbers, without a reduction
+    over a length-1 axis, which costs torch a full pass)."""
+    return x[..., 0] if x.shape[-1] == 1 else x.sum(-1)

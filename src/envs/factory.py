@@ -15,7 +15,7 @@ the config is instantiated).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from datamodules.errors import ConfigError
@@ -64,15 +64,16 @@ class EnvFactory:
 
     def __call__(
         self,
-        span: tuple[int, int],
+        span: tuple[int, int] | Sequence[tuple[int, int]],
         *,
         num_envs: int | None = None,
         device: torch.device | str = "cpu",
         seed: int = 0,
         evaluation: bool = False,
     ) -> TradingEnvLike:
-        """An env over bars ``span`` of the market: ``num_envs`` envs (None = the configured
-        number, which must then be a number), on ``device``, seeded by ``seed``;
+        """An env over bars ``span`` of the market (one ``(start, stop)`` or several in time
+        order, episodes never crossing from one into the next): ``num_envs`` envs (None = the
+        configured number, which must then be a number), on ``device``, seeded by ``seed``;
         ``evaluation=True`` for the deterministic evaluation env."""
         if num_envs is None:
             num_envs = self.requested_num_envs
@@ -83,7 +84,7 @@ class EnvFactory:
                 )
         return self.build(
             self.market,
-            tuple(span),
+            tuple(tuple(s) for s in span) if isinstance(span[0], (tuple, list)) else tuple(span),
             num_envs=num_envs,
             device=device,
             seed=seed,

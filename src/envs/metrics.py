@@ -45,7 +45,7 @@ import math
 
 import torch
 
-__all__ = ["REPORTED", "compute_metrics", "metrics_to_floats"]
+__all__ = ["REPORTED", "compute_metrics", "core_metrics", "metrics_to_floats"]
 
 REPORTED = (  # the metrics a run's test table shows, in this order (see compute_metrics)
     "sharpe",
@@ -91,23 +91,26 @@ def _sample_std(x: torch.Tensor) -> torch.Tensor:
     return torch.where(constant, torch.zeros_like(std), std)
 
 
-def _drawdown_stats(returns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Maximum drawdown (negative fraction) and longest drawdown duration (bars) per path.
-
-    ``returns`` is ``(P, T)`` float64 with ``T >= 1``. The equity curve is anchored at 1 before
-    the first bar, so it has ``T + 1`` points indexed ``0..T``.
-    """
-    p, t = returns.shape
+def _equity_and_peak(returns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The equity curve anchored at 1 before the first bar, (P, T + 1), and its running peak."""
+    p = returns.shape[0]
     anchor = torch.ones((p, 1), dtype=_DTYPE, device=returns.device)
     equity = torch.cat([anchor, torch.cumprod(1.0 + returns, dim=-1)], dim=-1)
-    peak = torch.cummax(equity, dim=-1).values
-    drawdown = (equity - peak) / peak
-    max_drawdown = drawdown[:, 1:].amin(dim=-1)
+    return equity, torch.cummax(equity, dim=-1).values
 
+
+def _max_drawdown(equity: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """The most negative ``(equity - peak) / peak`` after the anchor, per path (fraction)."""
+    return ((equity - peak) / peak)[:, 1:].amin(dim=-1)
+
+
+def _drawdown_duration(equity: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """Longest drawdown duration (bars) per path, from ``equity`` (P, T + 1) and its peak."""
+    p, t1 = equity.shape
     # Bar t is underwater when equity is strictly below the running peak. last_peak[t] is the
     # index of the most recent bar <= t at a peak (bar 0, the anchor, always is one).
     underwater = equity < peak
-    idx = torch.arange(t + 1, device=returns.device).expand(p, t + 1)
+    idx = torch.arange(t1, device=equity.device).expand(p, t1)
     last_peak = torch.cummax(torch.where(underwater, torch.zeros_like(idx), idx), dim=-1).values
     # For bar t >= 1, t - last_peak[t - 1] is the number of bars since the peak the drawdown
     # started from. It is a drawdown span when bar t is underwater (still in the drawdown; at
@@ -116,7 +119,49 @@ def _drawdown_stats(returns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     in_drawdown = underwater[:, 1:] | underwater[:, :-1]
     span = idx[:, 1:] - last_peak[:, :-1]
     duration = torch.where(in_drawdown, span, torch.zeros_like(span)).amax(dim=-1)
-    return max_drawdown, duration.to(_DTYPE)
+    return duration.to(_DTYPE)
+
+
+def _core(r: torch.Tensor, ann: float, risk_free: float) -> dict[str, torch.Tensor]:
+    """``total_return``, ``annual_return``, ``annual_volatility``, ``sharpe``, ``sortino`` and
+    ``max_drawdown`` of ``r`` (P, T) float64, plus the equity curve and its peak (``_equity``,
+    ``_peak``) for the drawdown duration; see the module docstring for the definitions."""
+    p, t = r.shape
+    nan = torch.full((p,), math.nan, dtype=_DTYPE, device=r.device)
+    if t == 0:
+        keys = ("total_return", "annual_return", "annual_volatility", "sharpe", "sortino")
+        return {**dict.fromkeys(keys, nan), "max_drawdown": nan}
+    growth = torch.prod(1.0 + r, dim=-1)
+    # Same expression as empyrical: ending_value ** (1 / num_years) - 1.
+    out = {"total_return": growth - 1.0, "annual_return": torch.pow(growth, 1.0 / (t / ann)) - 1.0}
+    equity, peak = _equity_and_peak(r)
+    out["max_drawdown"] = _max_drawdown(equity, peak)
+    out["_equity"], out["_peak"] = equity, peak
+    if t < 2:
+        out["annual_volatility"] = out["sharpe"] = out["sortino"] = nan
+        return out
+    out["annual_volatility"] = _sample_std(r) * math.sqrt(ann)
+    excess = r - risk_free
+    mean_excess = excess.mean(dim=-1)
+    out["sharpe"] = mean_excess / _sample_std(excess) * math.sqrt(ann)
+    downside = excess.clamp(max=0.0).square().mean(dim=-1).sqrt() * math.sqrt(ann)
+    out["sortino"] = mean_excess * ann / downside
+    return out
+
+
+def core_metrics(
+    returns: torch.Tensor, periods_per_year: float, risk_free: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """The return and risk metrics alone, for many paths fast (a bootstrap's resamples):
+    ``total_return``, ``annual_return``, ``annual_volatility``, ``sharpe``, ``sortino`` and
+    ``max_drawdown`` of ``returns`` (P, T), each (P,) float64, exactly as
+    :func:`compute_metrics` gives them."""
+    if returns.dim() != 2:
+        raise ValueError(f"returns must have shape (P, T), got {tuple(returns.shape)}")
+    out = _core(_as_float64(returns, returns.device), float(periods_per_year), risk_free)
+    out.pop("_equity", None)
+    out.pop("_peak", None)
+    return out
 
 
 def compute_metrics(
@@ -202,29 +247,15 @@ def compute_metrics(
     nan = torch.full((p,), math.nan, dtype=_DTYPE, device=device)
     has_nan = torch.isnan(r).any(dim=-1)
 
-    if t == 0:
-        total_return = annual_return = annual_volatility = sharpe = sortino = nan
-        calmar = max_drawdown = max_drawdown_duration = nan
+    core = _core(r, ann, risk_free)
+    equity, peak = core.pop("_equity", None), core.pop("_peak", None)
+    max_drawdown = core["max_drawdown"]
+    if equity is None:
+        calmar = max_drawdown_duration = nan
     else:
-        growth = torch.prod(1.0 + r, dim=-1)
-        total_return = growth - 1.0
-        # Same expression as empyrical: ending_value ** (1 / num_years) - 1.
-        annual_return = torch.pow(growth, 1.0 / (t / ann)) - 1.0
-
-        max_drawdown, max_drawdown_duration = _drawdown_stats(r)
-        max_drawdown_duration = torch.where(has_nan, nan, max_drawdown_duration)
-        calmar = torch.where(max_drawdown < 0, annual_return / max_drawdown.abs(), nan)
+        max_drawdown_duration = torch.where(has_nan, nan, _drawdown_duration(equity, peak))
+        calmar = torch.where(max_drawdown < 0, core["annual_return"] / max_drawdown.abs(), nan)
         calmar = torch.where(torch.isinf(calmar), nan, calmar)
-
-        if t < 2:
-            annual_volatility = sharpe = sortino = nan
-        else:
-            annual_volatility = _sample_std(r) * math.sqrt(ann)
-            excess = r - risk_free
-            mean_excess = excess.mean(dim=-1)
-            sharpe = mean_excess / _sample_std(excess) * math.sqrt(ann)
-            downside = excess.clamp(max=0.0).square().mean(dim=-1).sqrt() * math.sqrt(ann)
-            sortino = mean_excess * ann / downside
 
     wins = (r > 0).sum(dim=-1).to(_DTYPE)
     nonzero = (r != 0).sum(dim=-1).to(_DTYPE)
@@ -234,11 +265,11 @@ def compute_metrics(
     profit_factor = gains / losses
 
     out: dict[str, torch.Tensor] = {
-        "total_return": total_return,
-        "annual_return": annual_return,
-        "annual_volatility": annual_volatility,
-        "sharpe": sharpe,
-        "sortino": sortino,
+        "total_return": core["total_return"],
+        "annual_return": core["annual_return"],
+        "annual_volatility": core["annual_volatility"],
+        "sharpe": core["sharpe"],
+        "sortino": core["sortino"],
         "calmar": calmar,
         "max_drawdown": max_drawdown,
         "max_drawdown_duration": max_drawdown_duration,

@@ -15,7 +15,9 @@ and marked at its close; the reward is that bar's outcome.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import numbers
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Literal
@@ -35,12 +37,45 @@ from envs.protocol import ActionSchemeLike, RewardLike, RiskPolicyLike
 from envs.rewards import PnLReward
 from envs.risk import RiskRules, RiskStep
 
-__all__ = ["ACCOUNT_FIELDS", "DTYPES", "INFO_KEYS", "EpisodeConfig", "TradingEnv"]
+__all__ = [
+    "ACCOUNT_FIELDS",
+    "COMPILE_MIN_ENVS",
+    "DTYPES",
+    "INFO_KEYS",
+    "EpisodeConfig",
+    "TradingEnv",
+    "compile_choice",
+]
+
+log = logging.getLogger(__name__)
 
 INFO_KEYS = ("pnl", "cost", "penalty", "equity", "turnover", "fills")
 ACCOUNT_FIELDS = ("cash", "shares", "target", "equity", "mark")
 ENV_KEYS = (*ACCOUNT_FIELDS, "t", "steps", "trigger_counts")  # the env's own state entries
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DONE_KEYS = ("done", "terminated", "truncated")
+# env.compile=auto compiles the step from this many envs on a CPU (always on a GPU). The compiled
+# step is 2-3x faster per env-step at any batch, but its compile (2-4 s a graph, plus ~15 s of
+# inductor start-up once per process) pays only in runs that would step eagerly for more than
+# about half a minute: small batches (debugging runs, tests, the default 64 envs x 600k frames)
+# stay eager; bench/env_throughput.py measures both sides (README, Trading environments).
+COMPILE_MIN_ENVS = 512
+
+
+def compile_choice(
+    compile: bool | str, num_envs: int, device: torch.device | str, min_envs: int
+) -> tuple[bool, str]:
+    """Whether an env of ``num_envs`` envs on ``device`` compiles its step for ``env.compile``
+    (true, false or auto), and why, in words for the log."""
+    if isinstance(compile, bool):
+        return compile, f"env.compile={str(compile).lower()}"
+    if str(compile) != "auto":
+        raise ConfigError(f"env.compile is {compile!r}; choose auto, true or false.")
+    if torch.device(device).type == "cuda":
+        return True, "env.compile=auto on a GPU"
+    if num_envs >= min_envs:
+        return True, f"env.compile=auto: {num_envs} envs >= env.compile_min_envs={min_envs}"
+    return False, f"env.compile=auto: {num_envs} envs < env.compile_min_envs={min_envs}"
 
 
 class _TradingEnvMeta(type(EnvBase)):
@@ -70,9 +105,16 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
     ``capital``: starting equity of every episode (currency). ``num_envs``: the batch size;
     ``"auto"`` must be resolved by the caller (at most ``auto_envs_cap`` envs), it is an error
     here. ``tickers``: if given, must be the market's. ``dtype``: accounting precision.
-    ``compile``: ``torch.compile`` the pure step and reset. ``evaluation``: the evaluation env
-    (float64 accounting, not compiled, one episode from the split's first bar to its end,
-    whatever the config says).
+    ``compile``: ``torch.compile`` the pure step and reset: ``auto`` (the default) does so on a
+    GPU and from ``compile_min_envs`` envs on a CPU, where large runs repay the compile;
+    the choice and the compile time are logged (``compile_reason``, ``compile_seconds``).
+    ``evaluation``: the evaluation env (float64 accounting, not compiled, one episode from the
+    split's first bar to its end, whatever the config says).
+
+    :meth:`step_and_maybe_reset` (what TorchRL's collectors and ``rollout`` call) takes a lean
+    path: one call of the (compiled) step, TensorDicts built without per-value checks, and the
+    reset of finished envs only on steps where one finished; it returns what TorchRL's generic
+    path returns, value for value (tested).
     """
 
     batch_locked = True
@@ -81,27 +123,33 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
     def __init__(
         self,
         market: Market,
-        span: tuple[int, int],
+        span: tuple[int, int] | Sequence[tuple[int, int]],
         *,
         actions: ActionSchemeLike | Callable[[Market], ActionSchemeLike],
         costs: Frictions | Mapping[str, float] | None = None,
         risk: RiskRules | RiskPolicyLike | Mapping[str, float | None] | None = None,
         reward: RewardLike | None = None,
         episode: EpisodeConfig | Mapping[str, int | bool | None] | None = None,
-        capital: Annotated[float, "> 0"] = DEFAULT_CAPITAL,
+        capital: Annotated[float, "> 0", "<= 1e15"] = DEFAULT_CAPITAL,  # float32 state: bounded
         num_envs: Annotated[int, ">= 1"] | Literal["auto"] = 1,
         auto_envs_cap: Annotated[int, ">= 1"] = 1024,
         tickers: Sequence[str] | None = None,
         dtype: Literal["float32", "float64"] = "float32",
-        compile: bool = False,
+        compile: bool | Literal["auto"] = "auto",
+        compile_min_envs: Annotated[int, ">= 1"] = COMPILE_MIN_ENVS,
         device: torch.device | str = "cpu",
         seed: int = 0,
         evaluation: bool = False,
-        _compile_step: bool | None = None,  # ``compile``, as the metaclass hands it on
+        _compile_step: bool | str | None = None,  # ``compile``, as the metaclass hands it on
     ) -> None:
         if _compile_step is not None:
             compile = _compile_step
         num_envs = _check_num_envs(num_envs)
+        if not _is_count(compile_min_envs):
+            raise ConfigError(
+                f"env.compile_min_envs is {compile_min_envs}; env.compile=auto compiles the step "
+                "from this many envs, a number >= 1."
+            )
         if not _is_count(auto_envs_cap):
             raise ConfigError(
                 f"env.auto_envs_cap is {auto_envs_cap}; the most envs num_envs=auto may pick "
@@ -131,16 +179,28 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self.tickers = tuple(market.tickers)
         dtype = torch.float64 if self.evaluation else DTYPES[str(dtype)]
         self.acct_dtype = dtype
-        self.compiled = bool(compile) and not self.evaluation
-        start, stop = span
-        window = int(self.episode.window)
-        self.first = max(int(start), window - 1)
-        self.stop = int(stop)
-        if self.stop - self.first < 2:
-            raise ConfigError(
-                f"The env's split holds bars {start}..{stop}: too few for one step with env.episode.window={window}."
+        if self.evaluation:
+            self.compiled, self.compile_reason = False, "the evaluation env is never compiled"
+        else:
+            self.compiled, self.compile_reason = compile_choice(
+                compile, num_envs, device, int(compile_min_envs)
             )
-        longest = self.stop - 1 - self.first
+        self.compile_seconds: float | None = None  # wall time of the first compiled step
+        window = int(self.episode.window)
+        # The spans the env trades on (one for a time split; CPCV's training groups are
+        # several): each [start, stop) with its first decision once the window fits. An episode
+        # never runs from one span into the next.
+        self.spans = _spans_of(span)
+        firsts = [max(a, window - 1) for a, _ in self.spans]
+        for (a, b), f in zip(self.spans, firsts, strict=True):
+            if b - f < 2:
+                raise ConfigError(
+                    f"The env's split holds bars {a}..{b}: too few for one step with "
+                    f"env.episode.window={window}."
+                )
+        self.first = firsts[0]
+        self.stop = self.spans[-1][1]
+        longest = max(b - 1 - f for (_, b), f in zip(self.spans, firsts, strict=True))
         self.length = (
             longest if self.episode.length is None else min(int(self.episode.length), longest)
         )
@@ -158,12 +218,38 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         else:
             self._calendar = torch.zeros((market.num_bars, 0), device=dev)
         self._features = as_t(feats, torch.float32)
-        self._session = torch.as_tensor(market.session, device=dev)
         minutes = (market.timestamps - market.timestamps.astype("datetime64[D]")) / np.timedelta64(
             1, "m"
         )
         days = market.timestamps.astype("datetime64[D]").astype(np.int64)
-        self._hour = torch.as_tensor(days * 24 + (minutes // 60).astype(np.int64), device=dev)
+        hour = days * 24 + (minutes // 60).astype(np.int64)
+        # Per decision bar t: does the bar it fills at (t + 1, or the split's last bar) open a new
+        # session / clock hour? One lookup a step instead of two of each.
+        bars = np.arange(market.num_bars)
+        # Per bar: the end of the span it lies in (the bar after it elsewhere), so a step never
+        # fills past its span's last bar.
+        span_stop = bars + 1
+        for a, b in self.spans:
+            span_stop[a:b] = b
+        self._span_stop = torch.as_tensor(span_stop, dtype=torch.long, device=dev)
+        # Episode starts: every decision bar of a span from which a full episode fits (its
+        # first bar when none does); one random start draws one of them.
+        self._starts = torch.as_tensor(
+            np.concatenate(
+                [
+                    np.arange(f, max(f, b - 1 - self.length) + 1)
+                    for (_, b), f in zip(self.spans, firsts, strict=True)
+                ]
+            ),
+            dtype=torch.long,
+            device=dev,
+        )
+        self._span_firsts = torch.as_tensor(firsts, dtype=torch.long, device=dev)
+        fill = np.minimum(bars + 1, span_stop - 1)
+        self._new_session = torch.as_tensor(
+            market.session[fill] != market.session[bars], device=dev
+        )
+        self._new_hour = torch.as_tensor(hour[fill] != hour[bars], device=dev)
         self._window_offsets = torch.arange(window - 1, -1, -1, device=dev)
         self.actions = _action_scheme(actions, market).to(dev, dtype)
         self.reward = _reward(reward).bind(market, self.capital, dev, dtype)
@@ -175,8 +261,18 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self._step_fn = self.transition
         self._reset_fn = self.reset_state
         if self.compiled:  # fuse the pure step and reset into a few kernels
-            self._step_fn = torch.compile(self.transition, dynamic=False)
-            self._reset_fn = torch.compile(self.reset_state, dynamic=False)
+            self._compiled_step = torch.compile(self.transition, dynamic=False)
+            self._compiled_reset = torch.compile(self.reset_state, dynamic=False)
+            self._step_fn = self._first_compiled_step
+            self._reset_fn = self._first_compiled_reset
+        log.log(
+            logging.DEBUG if self.evaluation else logging.INFO,  # built for every evaluation
+            "env: %s step for %d env(s) on %s (%s)",
+            "compiled" if self.compiled else "eager",
+            num_envs,
+            dev,
+            self.compile_reason,
+        )
         self._steps_seen = 0
         self._magnitude = torch.zeros((), device=dev, dtype=dtype)
         self._warned = False
@@ -329,11 +425,12 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         n, dev = self.num_envs, self.device
         if mask is None:
             mask = torch.ones(n, dtype=torch.bool, device=dev)
-        span = self.stop - 1 - self.length - self.first  # latest start that fits a full episode
-        if self.episode.random_start and span > 0:
-            start = self.first + torch.randint(0, span + 1, (n,), generator=self.rng, device=dev)
-        else:
-            start = torch.full((n,), self.first, dtype=torch.long, device=dev)
+        choices = self._starts.numel()  # the bars a full episode may start from
+        if self.episode.random_start and choices > 1:
+            pick = torch.randint(0, choices, (n,), generator=self.rng, device=dev)
+            start = self._starts[pick]
+        else:  # each env at the first bar of a span, the spans taken in turn
+            start = self._span_firsts[torch.arange(n, device=dev) % self._span_firsts.numel()]
         self.state, obs = self._reset_fn(self.state, mask, start)
         return obs
 
@@ -387,6 +484,113 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
             device=self.device,
         )
 
+    def _first_compiled_step(self, state: dict[str, torch.Tensor], action: torch.Tensor):
+        """The first call of the compiled step: compiles it (timed and logged), then hands the
+        step over to the compiled function itself."""
+        start = time.perf_counter()
+        try:
+            out = self._compiled_step(state, action)
+        except Exception as err:  # no C++ compiler, an inductor failure: eager is exact
+            self._compile_failed(err)
+            return self.transition(state, action)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.compile_seconds = time.perf_counter() - start
+        self._step_fn = self._compiled_step
+        log.info("env: step compiled in %.1f s (%d envs)", self.compile_seconds, self.num_envs)
+        return out
+
+    def _first_compiled_reset(self, state, mask, start):
+        """The first call of the compiled reset (it compiles), then the compiled reset itself."""
+        try:
+            out = self._compiled_reset(state, mask, start)
+        except Exception as err:
+            self._compile_failed(err)
+            return self.reset_state(state, mask, start)
+        self._reset_fn = self._compiled_reset
+        return out
+
+    def _compile_failed(self, err: Exception) -> None:
+        """torch.compile could not build the step: the env steps eagerly (the same numbers)."""
+        self.compiled = False
+        self.compile_reason = f"the compile failed: {type(err).__name__}"
+        self._step_fn, self._reset_fn = self.transition, self.reset_state
+        log.warning(
+            "env: torch.compile of the step failed (%s: %s); stepping eagerly instead "
+            "(set env.compile=false to skip the attempt)",
+            type(err).__name__,
+            " ".join(str(err).split())[:300],
+        )
+
+    # ------------------------------------------------------------------ the collector's path
+    def step_and_maybe_reset(
+        self, tensordict: TensorDictBase
+    ) -> tuple[TensorDictBase, TensorDictBase]:
+        """Step every env with ``tensordict["action"]`` and restart the finished ones: returns
+        (``tensordict`` with its ``"next"`` entry, the input of the next step), as TorchRL's
+        :meth:`EnvBase.step_and_maybe_reset` does.
+
+        The lean path: one call of the step function, TensorDicts built without TorchRL's
+        per-value checks and key bookkeeping, and a reset (the same ``_reset`` a partial reset
+        runs, drawing the same random starts) only on steps where an env finished. The values
+        are TorchRL's generic path's, key for key; extra root entries (policy outputs) are
+        carried without a copy. A subclass that overrides ``_step`` or ``_reset``, a TorchRL
+        ``env.compile()`` or post-step hooks take TorchRL's generic path.
+        """
+        if not self._lean_path(tensordict):
+            return super().step_and_maybe_reset(tensordict)
+        n, dev = self.batch_size, self.device
+        action = tensordict.get("action").reshape(self.num_envs).long()
+        self.state, obs, reward, info, terminated, truncated = self._step_fn(self.state, action)
+        self._check_reward_scale(reward)
+        done = terminated | truncated
+        flags = {
+            "done": done.unsqueeze(-1),
+            "terminated": terminated.unsqueeze(-1),
+            "truncated": truncated.unsqueeze(-1),
+        }
+        info_td = TensorDict._new_unsafe(info, batch_size=n, device=dev)
+        step = TensorDict._new_unsafe(
+            {"observation": obs, "reward": reward.unsqueeze(-1), "info": info_td, **flags},
+            batch_size=n,
+            device=dev,
+        )
+        tensordict._set_str("next", step, validated=True, inplace=False)
+        carried = {k: v for k, v in tensordict.items() if k not in _NOT_CARRIED}
+        zeros = torch.zeros((*n, 1), dtype=torch.bool, device=dev)
+        root = {"observation": obs, "info": info_td, **flags}
+        if bool(done.any()):  # the one host sync, as TorchRL's maybe_reset
+            mask = done.unsqueeze(-1)
+            reset_obs = self._reset_envs(done)
+            fresh = self._zero_info()
+            root = {
+                "observation": torch.where(mask, reset_obs, obs),
+                "info": TensorDict._new_unsafe(
+                    {k: torch.where(_rows(mask, v), fresh.get(k), v) for k, v in info.items()},
+                    batch_size=n,
+                    device=dev,
+                ),
+                **{k: torch.where(mask, zeros, v) for k, v in flags.items()},
+            }
+            # TorchRL pads the other entries of restarted envs with zeros.
+            carried = {k: _zero_rows(done, v) for k, v in carried.items()}
+        nxt = TensorDict._new_unsafe({**carried, **root}, batch_size=n, device=dev)
+        return tensordict, nxt
+
+    def _lean_path(self, tensordict: TensorDictBase) -> bool:
+        """Whether :meth:`step_and_maybe_reset` may take the lean path for this input."""
+        cls = type(self)
+        return (
+            cls._step is TradingEnv._step
+            and cls._reset is TradingEnv._reset
+            and self.__dict__.get("_compiled_step_and_maybe_reset") is None
+            and getattr(self, "_post_step_mdp_hooks", None) is None
+            and not self.__dict__.get("_torchrl_native_autoreset", False)
+            and tensordict.device == self.device
+            and tensordict.batch_size == self.batch_size
+            and "action" in tensordict.keys()  # noqa: SIM118 (a TensorDict has no `in`)
+        )
+
     def advance(
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
@@ -401,17 +605,18 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         info, terminated (N,), truncated (N,)). No host sync and no Python branch on data,
         so ``torch.compile`` fuses it (``env.compile=true``).
         """
+        return self.transition_outcome(state, action)[:6]
+
+    def transition_outcome(self, state: dict[str, torch.Tensor], action: torch.Tensor):
+        """:meth:`transition`, and the bar's :class:`~envs.accounting.BarOutcome` last (what
+        the evaluation pass records per asset: shares, costs by component)."""
         acct = Account(**{k: state[k] for k in ACCOUNT_FIELDS})
         t = state["t"]
         # Stepping an env past its truncation without a reset stays on the split's last bar
         # (and keeps reporting truncated), so no read leaves the data.
-        nxt = (t + 1).clamp(max=self.stop - 1)
-        step = RiskStep(
-            t=t,
-            fill=nxt,
-            new_session=self._session[nxt] != self._session[t],
-            new_hour=self._hour[nxt] != self._hour[t],
-        )
+        span_stop = self._span_stop[t]
+        nxt = torch.minimum(t + 1, span_stop - 1)
+        step = RiskStep(t=t, fill=nxt, new_session=self._new_session[t], new_hour=self._new_hour[t])
 
         # Pre-trade: the action's targets, then the risk rules' limits (position limits, a
         # halt, turnover caps).
@@ -442,7 +647,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
             )
         fired = torch.stack([flags[name] for name in self._rule_names], dim=-1)
         steps = state["steps"] + 1
-        truncated = ((steps >= self.length) | (nxt + 1 >= self.stop)) & ~terminated
+        truncated = ((steps >= self.length) | (nxt + 1 >= span_stop)) & ~terminated
         reward, reward_state = self.reward(bar, state, penalty)
         bps = 1e4 / self.capital
         new_state = {
@@ -471,6 +676,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
             info,
             terminated,
             truncated,
+            bar,
         )
 
     def _check_reward_scale(self, reward: torch.Tensor) -> None:
@@ -495,6 +701,24 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         """How often each rule fired since the env was built, summed over envs (syncs)."""
         totals = self.state["trigger_counts"].tolist()
         return dict(zip(self._rule_names, totals, strict=True))
+
+
+# Root entries TorchRL's step_mdp does not carry into the next step's input (the env writes
+# its own observation, info and done flags there).
+_NOT_CARRIED = frozenset({"next", "reward", "_reset", "observation", "info", *DONE_KEYS})
+
+
+def _rows(mask: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``mask`` (N, 1) broadcast to the rows of ``value`` (N, ...)."""
+    return mask.reshape(mask.shape[0], *([1] * (value.dim() - 1)))
+
+
+def _zero_rows(done: torch.Tensor, value):
+    """``value`` (a tensor or a TensorDict of batch N) with the rows of ``done`` envs zeroed."""
+    if isinstance(value, TensorDictBase):
+        return value.apply(lambda v: _zero_rows(done, v))
+    mask = done.reshape(done.shape[0], *([1] * (value.dim() - 1)))
+    return torch.where(mask, torch.zeros((), dtype=value.dtype, device=value.device), value)
 
 
 # ---------------------------------------------------------------------- plug-in arguments
@@ -570,3 +794,19 @@ def _reward(reward: object) -> RewardLike:
             "warn_above, warn_below, bind, init_state, reset and __call__; see envs.rewards.Reward)."
         )
     return reward
+
+
+def _spans_of(span: tuple[int, int] | Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """``span`` as a tuple of ``(start, stop)`` spans in time order (one span or several)."""
+    spans = [span] if len(span) == 2 and not isinstance(span[0], (tuple, list)) else list(span)
+    out = tuple((int(a), int(b)) for a, b in spans)
+    if (
+        not out
+        or any(b <= a for a, b in out)
+        or any(b > a2 for (_, b), (a2, _) in zip(out, out[1:], strict=False))
+    ):
+        raise ConfigError(
+            f"The env got the bar spans {list(out)}; give one (start, stop) span or several in "
+            "time order that do not overlap."
+        )
+    return out

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from experiments.config.groups import CONF_DIR, conf_dirs, rewrite_shorthand, searchpath_from_args
 from experiments.config.resolvers import register_resolvers
 from experiments.run.entry import run
+from experiments.runtime.exits import run_command
 
 register_resolvers()
 
@@ -24,4 +25,4 @@ if __name__ == "__main__":
     # `env.actions=sizing` selects conf/env/actions/sizing.yaml, as `env/actions=sizing` does.
     args = sys.argv[1:]
     sys.argv[1:] = rewrite_shorthand(args, conf_dirs(searchpath_from_args(args)))
-    main()
+    run_command(main)  # exits promptly with main's status, whatever W&B's service does

@@ -11,6 +11,7 @@ from datamodules.columns import BAR_COLUMNS, LOAD_COLUMNS
 from datamodules.sources.base import BarSource
 from datamodules.sources.files import FileSource
 from datamodules.sources.sample import SAMPLE_TICKERS, SampleSource, load_sample, sample_path
+from datamodules.sources.sql import SQLSource
 from datamodules.sources.synthetic import SyntheticSource
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "SAMPLE_TICKERS",
     "BarSource",
     "FileSource",
+    "SQLSource",
     "SampleSource",
     "SyntheticSource",
     "load_sample",

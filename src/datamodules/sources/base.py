@@ -22,7 +22,9 @@ from datamodules.bars import bar_minutes
 from datamodules.config import dataclass_from
 from datamodules.errors import ConfigError
 from datamodules.features import FeatureConfig
+from datamodules.quality import QualityConfig
 from datamodules.splits import SplitConfig
+from datamodules.timerange import TimeRange
 
 if TYPE_CHECKING:
     import polars as pl
@@ -40,7 +42,13 @@ class BarSource(ABC):
     ``sessions_per_year`` for annualisation (None = inferred from the data: about 252 for
     equities, 260 for FX, 365 for crypto); ``min_aligned_share`` of each ticker's bars that
     aligning the tickers on common timestamps must keep (a share in [0, 1]); ``cache_dir``
-    of the feature cache (None = off); ``features`` and ``split`` knobs.
+    of the feature cache (None = off); ``start`` and ``end``: the time range read, both ends
+    included, in the data's own time (``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM``; None = no
+    bound; see :mod:`datamodules.timerange`); ``features``, ``split`` and ``quality`` (the
+    data-quality report's checks and thresholds) knobs.
+
+    The range is applied to what :meth:`load` returns, for every source; a source that can
+    read less (the SQL source pushes it into its query) reads :attr:`time_range` itself.
 
     A subclass sets ``name`` (the tag of runs on it and ``Market.source``; the class name
     when left unset), ``is_synthetic`` (runs on it are tagged synthetic) and implements
@@ -57,8 +65,11 @@ class BarSource(ABC):
     sessions_per_year: float | None = None
     min_aligned_share: float = 0.8
     cache_dir: str | None = None
+    start: str | None = None
+    end: str | None = None
     features: FeatureConfig = field(default_factory=FeatureConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     name: ClassVar[str] = ""
     is_synthetic: ClassVar[bool] = False
@@ -106,6 +117,13 @@ class BarSource(ABC):
             _set(self, "cache_dir", str(self.cache_dir) or None)
         _set(self, "features", dataclass_from(FeatureConfig, self.features, "data.features"))
         _set(self, "split", dataclass_from(SplitConfig, self.split, "data.split"))
+        _set(self, "quality", dataclass_from(QualityConfig, self.quality, "data.quality"))
+        _set(self, "_range", TimeRange.from_config(self.start, self.end))
+
+    @property
+    def time_range(self) -> TimeRange:
+        """``start`` and ``end`` as a half-open range ``[lower, upper)``."""
+        return self._range
 
     @abstractmethod
     def load(self) -> pl.DataFrame:

@@ -7,6 +7,8 @@ names the ticker of each row. The format of each file comes from its extension (
 
 from __future__ import annotations
 
+import csv
+import gzip
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -155,7 +157,7 @@ class FileSource(BarSource):
         return [("data.files", p) for p in paths]
 
     def _read(self, path: str, ticker: str | None) -> pl.DataFrame:
-        return _read_one(
+        return read_bar_file(
             path,
             ticker,
             self.format,
@@ -216,7 +218,7 @@ def _checked_columns(columns: object) -> dict[str, str | None]:
     return dict(columns)
 
 
-def _read_one(
+def read_bar_file(
     path_str: str,
     ticker: str | None,
     fmt: str,
@@ -224,16 +226,28 @@ def _read_one(
     ticker_column: str | None,
     timestamp_format: str | None,
     timezone: str | None,
+    key: str | None = None,
 ) -> pl.DataFrame:
+    """One CSV or Parquet file as raw bars in :data:`LOAD_COLUMNS`: the ``ticker`` of every row,
+    or each row's from ``ticker_column``; ``columns`` maps our names to the file's; timestamps
+    parsed with ``timestamp_format`` (None = ISO 8601) and converted from aware to ``timezone``.
+    A DataError names the file, row and column of anything unreadable (``key``: the config key
+    or option that named the file)."""
     path = Path(path_str).expanduser()
-    key = f"data.files.{ticker}" if ticker else "data.files"
+    key = key or (f"data.files.{ticker}" if ticker else "data.files")
     if not path.is_file():
         raise _missing(key, path_str)
     fmt = file_format(path_str, fmt, key)
     try:
-        # CSV: every column as a string, cast below with errors that name the row
+        # CSV: every column as a string, cast below with errors that name the line
         raw = pl.read_csv(path, infer_schema_length=0) if fmt == "csv" else pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as err:
+        problem = csv_problem(path) if fmt == "csv" else None
+        if problem is not None:
+            raise DataError(
+                f"{path}: cannot be read as CSV: {problem}. Fix that line (a missing or extra "
+                "comma, an unclosed quote) and run again."
+            ) from None
         raise DataError(f"{path}: cannot be read as {fmt}: {err}".splitlines()[0]) from None
     if raw.is_empty():
         raise DataError(f"{path}: the file has no rows.")
@@ -248,8 +262,9 @@ def _read_one(
                 f"columns are {', '.join(raw.columns)}. Set data.columns.{ours}=NAME."
             )
         selected[ours] = found
+    first = 2 if fmt == "csv" else 1  # a CSV's editor line numbers: the header is line 1
     frame = raw.select(
-        pl.int_range(1, raw.height + 1).alias("_row"),
+        pl.int_range(first, raw.height + first).alias("_row"),
         *(pl.col(theirs).alias(ours) for ours, theirs in selected.items()),
     )
     if ticker is None:
@@ -270,6 +285,33 @@ def _read_one(
     return frame.select(*LOAD_COLUMNS)
 
 
+def csv_problem(path: Path) -> str | None:
+    """Where a CSV file stops being CSV, as ``line N: what`` (the line an editor shows; a
+    record spanning lines is named by its first), or None if Python's csv reader finds no
+    problem. Read only after polars failed on the file."""
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    start = 1
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.reader(fh, strict=True)
+            header = next(reader, None)
+            if header is None:
+                return None
+            start = reader.line_num + 1
+            for record in reader:
+                if record and len(record) != len(header):
+                    return (
+                        f"line {start} has {len(record)} fields where the header (line 1) has "
+                        f"{len(header)}"
+                    )
+                start = reader.line_num + 1
+    except csv.Error as err:
+        return f"line {start}: {err}"
+    except (OSError, EOFError):
+        return None
+    return None
+
+
 def _to_float(frame: pl.DataFrame, name: str, path: Path) -> pl.Series:
     col = frame[name]
     if col.dtype.is_numeric():
@@ -277,9 +319,11 @@ def _to_float(frame: pl.DataFrame, name: str, path: Path) -> pl.Series:
     parsed = col.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
     bad = parsed.is_null() & col.is_not_null() & (col.cast(pl.String).str.strip_chars() != "")
     if bad.any():
+        from datamodules.schema import position  # pandera: only on the error path
+
         i = int(bad.arg_true()[0])
         raise DataError(
-            f"{path}: column '{name}', row {frame['_row'][i]}: value {col[i]!r} is not a "
+            f"{path}: column '{name}', {position(path, frame['_row'][i])}: value {col[i]!r} is not a "
             "number. Fix the value or map another column with data.columns."
         )
     return parsed
@@ -300,6 +344,8 @@ def _parse_timestamps(
                 parsed = pl.Series([None] * len(text), dtype=pl.Datetime("us"))
         bad = parsed.is_null() & text.is_not_null()
         if bad.any():
+            from datamodules.schema import position  # pandera: only on the error path
+
             i = int(bad.arg_true()[0])
             how = (
                 f"the format data.timestamp_format='{timestamp_format}'"
@@ -308,7 +354,7 @@ def _parse_timestamps(
                 "'%d/%m/%Y %H:%M')"
             )
             raise DataError(
-                f"{path}: column 'timestamp', row {frame['_row'][i]}: {text[i]!r} does not "
+                f"{path}: column 'timestamp', {position(path, frame['_row'][i])}: {text[i]!r} does not "
                 f"match {how}."
             )
         col = parsed

@@ -1,17 +1,23 @@
 """``python -m experiments.compare PATH_OR_GROUP [--metric test/sharpe] [--online ENTITY/PROJECT]``
 
 Compares W&B runs: offline runs under PATH (a sweep folder, a run folder or outputs/), read
-with wandb's own reader, or with ``--online ENTITY/PROJECT`` the runs of W&B group
-PATH_OR_GROUP through the W&B API. Prints one row per configuration (the config keys that
-differ between runs; runs differing only by seed aggregated as mean ± std), sorted by the
-metric, and a bootstrap CI of the difference between the best two; writes comparison.csv
-(per configuration), runs.csv (per run), comparison.md and PNG plots of learning curves and
-test equity curves into PATH (or --out).
+in-process from their .wandb files (W&B's protobuf records), in parallel, or with ``--online
+ENTITY/PROJECT`` the runs of W&B group PATH_OR_GROUP through the W&B API. Prints one row per
+configuration (the config keys that differ between runs; runs differing only by seed
+aggregated as mean ± std), sorted by the metric, and a bootstrap CI of the difference between
+the best two; then what the sweep's size does to its winner, from the per-bar returns every
+run kept (:mod:`experiments.compare.selection`): the deflated Sharpe ratio of the best
+configuration, the probability of backtest overfitting (CSCV on validation returns), Hansen's
+SPA test of the best against buy-and-hold and, for CPCV folds, the distribution of the
+backtest paths' Sharpe ratios. Writes comparison.csv (per configuration), runs.csv (per run),
+selection.csv, cpcv_paths.csv (CPCV sweeps), comparison.md and PNG plots of learning curves,
+test equity curves, the PBO logits and the CPCV path Sharpes into PATH (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +31,9 @@ from datamodules.errors import UserInputError
 from experiments.compare import table as cmp
 from experiments.compare.offline import offline_runs, read_run
 from experiments.compare.plots import equity_curves, learning_curves
+from experiments.compare.selection import SweepReport, sweep_report
 from experiments.compare.table import MEAN, STD, RunRecord
+from experiments.reports.sweep_page import write_comparison_html
 
 CURVES_PNG, EQUITY_PNG = "comparison_learning_curves.png", "comparison_equity_test.png"
 HISTORY_SAMPLES = 2000  # rows of each online run's history to fetch (W&B samples long ones)
@@ -35,8 +43,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.compare",
         description="Compare W&B runs: a table of the configurations that differ, sorted by a "
-        "metric (seeds aggregated as mean ± std), a bootstrap CI of the best two, CSV, "
-        "Markdown and plots.",
+        "metric (seeds aggregated as mean ± std), a bootstrap CI of the best two, the deflated "
+        "Sharpe ratio, probability of backtest overfitting and SPA test of the sweep, CPCV "
+        "path Sharpes, CSV, Markdown and plots.",
     )
     parser.add_argument(
         "path_or_group",
@@ -113,9 +122,14 @@ def compare(args: argparse.Namespace) -> Path:
     )
     console.print(rich_table(table, keys, metrics, title))
     _say(console, *key_notes(keys), sentence)
+    sweep = sweep_report(out, with_metric, runs, table, keys, args.metric)
+    _say(console, *sweep.lines)
     left_out = [r.name for r in records if cmp.number(r.summary.get(args.metric)) is None]
     notes = [f"Left out (no {args.metric}): {', '.join(left_out)}."] if left_out else []
-    files = write_files(out, with_metric, runs, table, keys, metrics, sentence, notes)
+    files = write_files(out, with_metric, runs, table, keys, metrics, sentence, notes, sweep)
+    pngs = [out / f for f in files if f.endswith(".png")]
+    said = [sentence, *sweep.lines]
+    files.append(write_comparison_html(out, title, table, said, notes, pngs).name)
     _say(console, *notes, f"Wrote {', '.join(files)} to {out}")
     return out
 
@@ -146,9 +160,11 @@ def write_files(
     metrics: Sequence[str],
     sentence: str,
     notes: list[str],
+    sweep: SweepReport | None = None,
 ) -> list[str]:
-    """comparison.csv, runs.csv, the plots and comparison.md (the table, ``sentence`` and
-    ``notes``, to which a missing plot adds one); return the file names."""
+    """comparison.csv, runs.csv, the plots and comparison.md (the table, ``sentence``, the
+    sweep statistics and ``notes``, to which a missing plot adds one); return the file names
+    (with those the sweep statistics wrote)."""
     table.write_csv(out / "comparison.csv")
     runs.write_csv(out / "runs.csv")
     plots = [
@@ -163,8 +179,12 @@ def write_files(
         notes.append("No equity_test.csv in the run folders: no test equity plot.")
     if not any(p.name == CURVES_PNG for p in plots):
         notes.append("No validation or training curve in the runs' history: no learning curves.")
-    (out / "comparison.md").write_text(markdown(table, keys, metrics, sentence, notes, plots))
-    return ["comparison.csv", "runs.csv", "comparison.md", *(p.name for p in plots)]
+    extra = sweep.files if sweep is not None else []
+    plots += [p for p in extra if p.suffix == ".png"]
+    said = [sentence, *(sweep.lines if sweep is not None else [])]
+    (out / "comparison.md").write_text(markdown(table, keys, metrics, said, notes, plots))
+    written = ["comparison.csv", "runs.csv", "comparison.md", *(p.name for p in plots)]
+    return written + [p.name for p in extra if p.suffix != ".png"]
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -182,7 +202,9 @@ def load_offline(path: Path) -> list[RunRecord]:
             f"No W&B runs under {path}: found no wandb/offline-run-*/run-*.wandb file. Runs "
             "leave one with the default logger=wandb (not with logger=none)."
         )
-    with ThreadPoolExecutor(max_workers=4) as pool:  # each read is a `wandb leet` process
+    # In-process reads: the file reads and protobuf parsing of many runs overlap in threads.
+    workers = max(1, min(len(folders), 8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         read = list(pool.map(_try_read, folders))
     failed = [err for data, err in read if data is None]
     if len(failed) == len(folders):
@@ -191,7 +213,9 @@ def load_offline(path: Path) -> list[RunRecord]:
         print(f"Skipped a run: {err}", file=sys.stderr)
     raw = [(data, folder) for (data, _), folder in zip(read, folders, strict=True) if data]
     records = [_offline_record(data, folder) for data, folder in raw]
-    return merge_resumed(records, [str(data.get("start_time", "")) for data, _ in raw])
+    # Sessions of a resumed run in the order they started (zero-padded: sorts as text).
+    starts = [f"{int(data.get('start_ns') or 0):020d}" for data, _ in raw]
+    return merge_resumed(records, starts)
 
 
 def _try_read(folder: Path) -> tuple[dict | None, str]:
@@ -294,7 +318,24 @@ def _online_record(run) -> RunRecord:
         job_type=str(run.job_type or ""),
         state=str(run.state or ""),
         folder=None,
+        fetch_file=lambda path, run=run: _download(run, path),
     )
+
+
+def _download(run, path: str) -> Path | None:
+    """One file of an online run (a logged table's JSON), downloaded once into a temporary
+    folder; None when the run has no such file."""
+    import tempfile
+
+    root = Path(tempfile.gettempdir()) / "experiments-compare" / str(run.id)
+    target = root / path
+    if not target.exists():
+        try:
+            run.file(path).download(root=str(root), replace=True)
+        except Exception as err:  # noqa: BLE001 - a missing file leaves the run out, with a note
+            print(f"Could not download {path} of run {run.id}: {err}", file=sys.stderr)
+            return None
+    return target
 
 
 # ---------------------------------------------------------------------------------- output
@@ -323,18 +364,21 @@ def markdown(
     table: pl.DataFrame,
     keys: Sequence[str],
     metrics: Sequence[str],
-    sentence: str,
+    sentences: Sequence[str],
     notes: Sequence[str],
     plots: Sequence[Path],
 ) -> str:
-    """comparison.md: the table (full key names), the CI sentence, notes and the plots."""
+    """comparison.md: the table (full key names), the CI sentence and the sweep statistics
+    (one paragraph each), notes and the plots."""
     head = ["#", *keys, "n", *(f"{m} (mean ± std)" for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, row in enumerate(table.iter_rows(named=True), start=1):
         cells = [str(i), *("-" if row[k] is None else str(row[k]) for k in keys), str(row["n"])]
         cells += [cmp.mean_std_text(row[f"{m}{MEAN}"], row[f"{m}{STD}"]) for m in metrics]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    body = ["# Comparison", "", *lines, "", sentence, ""]
+    body = ["# Comparison", "", *lines, ""]
+    for said in sentences:
+        body += [said, ""]
     body += [f"{n}" for n in notes] + ([""] if notes else [])
     body += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(body).rstrip() + "\n"

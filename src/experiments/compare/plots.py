@@ -156,3 +156,44 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def overfitting_logits(path: Path, logits: np.ndarray, pbo: float, splits: int) -> Path:
+    """The distribution of the CSCV logits (one per in/out-of-sample split): the share at or
+    below 0 is the probability of backtest overfitting."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    finite = logits[np.isfinite(logits)]
+    ax.hist(finite, bins=min(50, max(10, int(np.sqrt(finite.size)))), color="tab:blue", alpha=0.8)
+    ax.axvline(0.0, color="black", linewidth=1.0, linestyle="--")
+    ax.set_title(f"CSCV logits of the validation winner's out-of-sample rank: PBO = {pbo:.3f}")
+    ax.set_xlabel("logit of the relative out-of-sample rank (<= 0: below the median)")
+    ax.set_ylabel(f"splits (of {splits:,})")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def path_sharpes(path: Path, sharpes: dict[str, np.ndarray]) -> Path:
+    """The distribution of the CPCV backtest paths' annualised Sharpe ratios, one strip of
+    points per configuration, its median marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(sharpes)), 4))
+    for i, values in enumerate(sharpes.values()):
+        x = np.full(len(values), i, dtype=float) + np.linspace(-0.15, 0.15, len(values))
+        ax.scatter(x, values, s=18, alpha=0.8)
+        if len(values):
+            ax.hlines(np.median(values), i - 0.3, i + 0.3, color="black", linewidth=2)
+    ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(
+        range(len(sharpes)), [lbl if len(lbl) <= 30 else lbl[:29] + "…" for lbl in sharpes]
+    )
+    ax.set_ylabel("annualised Sharpe ratio of a path")
+    ax.set_title("CPCV backtest paths (median in black)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-# Keys that only seed a run: runs differing by these alone are one configuration.
-SEED_KEYS = ("seed", "data.seed")
+# Keys that only seed a run or pick its cross-validation fold: runs differing by these alone
+# are one configuration (its seeds, or its walk-forward / CPCV folds).
+SEED_KEYS = ("seed", "data.seed", "data.split.fold")
 # Keys (and key prefixes) that say where or how loudly a run went, not what it computed.
 IGNORED = (
     "_wandb",
@@ -54,6 +55,8 @@ class RunRecord:
     job_type: str = ""
     state: str = ""
     folder: Path | None = None  # the run folder (W&B save_dir), None for online runs
+    # Online runs: download one of the run's W&B files (a logged table) and return its path.
+    fetch_file: Callable[[str], Path | None] | None = None
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from experiments.runtime.paths import next_free
 from experiments.runtime.resume import hydra_subdir, resume_dir
+from experiments.runtime.sweep_resume import sweep_folder
 
 _RUN_DIRS: dict[tuple[str, str], str] = {}
 
@@ -28,11 +29,21 @@ def run_dir(path: str, resume=None, *, _root_) -> str:
     return _RUN_DIRS[key]
 
 
+def sweep_dir(path: str, resume, output_root: str, overrides) -> str:
+    """The sweep folder: a new ``unique_dir(path)``, or the sweep a ``resume=`` continues
+    (:func:`experiments.runtime.sweep_resume.sweep_folder`); ``overrides`` are the sweep's
+    (``hydra.overrides.task``). Cached by its arguments' text, which every job's config
+    shares: all jobs resolve the sweep's one folder."""
+    return sweep_folder(str(path), resume, str(output_root), list(overrides or []))
+
+
 def register_resolvers() -> None:
-    """Resolvers used by conf/ (``unique_dir``, ``run_dir``, ``hydra_subdir``)."""
+    """Resolvers used by conf/ (``unique_dir``, ``run_dir``, ``sweep_dir``, ``hydra_subdir``)."""
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", run_dir)
+    if not OmegaConf.has_resolver("sweep_dir"):
+        OmegaConf.register_new_resolver("sweep_dir", sweep_dir, use_cache=True)
     if not OmegaConf.has_resolver("hydra_subdir"):
         OmegaConf.register_new_resolver("hydra_subdir", hydra_subdir, use_cache=True)

@@ -25,11 +25,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from datamodules.database.uri import mask_credentials
 from datamodules.errors import UserInputError
 from datamodules.pipeline import MarketData
-from experiments.config.schema import ExportSettings
-from experiments.export import formats, metadata, verify
+from experiments.config.schema import ExportSettings, SLASettings
+from experiments.export import formats, metadata, sla, verify
 from experiments.inference.bundle import FORMAT_VERSION, sha256_file
+from experiments.runtime.disk import disk_full, is_disk_full
+from experiments.runtime.noise import quiet_library_noise
 from experiments.runtime.paths import next_free
 from modules.family import ModelFamily
 
@@ -45,7 +48,11 @@ def export_settings(cfg: DictConfig) -> ExportSettings:
     """``cfg.export`` over the defaults (a run from before export existed has none)."""
     given = OmegaConf.to_container(cfg.export, resolve=True) if cfg.get("export") else {}
     known = {f.name for f in dataclasses.fields(ExportSettings)}
-    return ExportSettings(**{k: v for k, v in given.items() if k in known})
+    settings = {k: v for k, v in given.items() if k in known}
+    if isinstance(settings.get("sla"), dict):  # a run from before the gate existed has none
+        names = {f.name for f in dataclasses.fields(SLASettings)}
+        settings["sla"] = SLASettings(**{k: v for k, v in settings["sla"].items() if k in names})
+    return ExportSettings(**settings)
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -63,9 +70,26 @@ def best_checkpoint(run_dir: Path) -> Path:
     )
 
 
+def refuse_damaged(ckpt: Path) -> None:
+    """One paragraph (:class:`ExportError`) if the checkpoint at ``ckpt`` does not open or is
+    not a training checkpoint; the file is left where it is."""
+    from experiments.runtime.checkpoints import checkpoint_problem
+
+    problem = checkpoint_problem(ckpt, needs=("state_dict",))
+    if problem is not None:
+        raise ExportError(
+            f"Checkpoint {ckpt} cannot be used: {problem}. Nothing was exported or changed. If the "
+            f"run did not finish, continue it with resume={ckpt.parent.parent} (a damaged "
+            "checkpoint is set aside and the newest intact one used); else restore the file "
+            "from a copy, or export from another checkpoint by moving this one out of "
+            "checkpoints/."
+        )
+
+
 def load_weights(module: torch.nn.Module, ckpt: Path) -> torch.nn.Module:
     """Load a Lightning checkpoint's ``state_dict`` into ``module`` (``weights_only=True``:
     plain tensors and containers only); refuse a checkpoint of another model."""
+    refuse_damaged(ckpt)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     try:
         module.load_state_dict(state, strict=True)
@@ -111,6 +135,7 @@ def export_model(
         shutil.copy2(ckpt, staging / ckpt.name)
         if config_yaml is None:
             config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        config_yaml = mask_credentials(config_yaml)  # never a password in metadata.json
         family = type(module)
         meta = {
             "format_version": FORMAT_VERSION,
@@ -139,19 +164,47 @@ def export_model(
             "files": {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()},
         }
         (staging / "metadata.json").write_text(json.dumps(meta, indent=2))
+        gated = None
+        if settings.sla.measure:  # the deployment gate, on the bundle as it will be loaded
+            gated = sla.gate(staging, run_dir, inference.bundle, settings.sla)
+            meta["sla"] = gated
+            (staging / "metadata.json").write_text(json.dumps(meta, indent=2))
+            if settings.sla.enforce and not gated["passed"]:
+                kept = next_free(run_dir / "export-failed-sla")
+                staging.rename(kept)
+                refresh_report(run_dir)  # the report shows the failed gate
+                raise ExportError(sla.refusal(gated, kept))
         folder = next_free(run_dir / "export")
         staging.rename(folder)
+    except Exception as err:  # a full disk: the partial export goes, earlier files stay
+        if is_disk_full(err):
+            raise disk_full(err, f"the export in {staging}") from err
+        raise
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     log.info(
-        "exported %s to %s in %.1f s (max diff %s)",
+        "exported %s to %s in %.1f s (max diff %s)%s",
         module.name,
         folder,
         time.perf_counter() - started,
         ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()),
+        sla.summary(gated),
     )
+    refresh_report(run_dir)
     return folder
+
+
+def refresh_report(run_dir: Path) -> None:
+    """Rewrite the run's report.html so that it shows the deployment gate just measured."""
+    if not (Path(run_dir) / "metrics.json").is_file():
+        return
+    from experiments.reports.run_page import write_run_report
+
+    try:
+        write_run_report(run_dir)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # export stands
+        log.warning("report.html was not refreshed after the export: %s", err)
 
 
 def export_trained(cfg: DictConfig, module: ModelFamily, data: MarketData, run_dir: Path) -> Path:
@@ -191,7 +244,7 @@ def export_run(run_dir: str | Path) -> Path:
             "it is not the config of a training run this version can rebuild. Export it with "
             "the version that trained it."
         )
-    best_checkpoint(run_dir)  # refuse early, before building the market
+    refuse_damaged(best_checkpoint(run_dir))  # refuse early, before building the market
     module, data = rebuild(cfg, run_dir)
     return export_model(cfg, module, data, run_dir, config.read_text())
 
@@ -206,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a run folder holding resolved_config.yaml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_library_noise()
     try:
         folder = export_run(args.run_dir)
     except UserInputError as err:

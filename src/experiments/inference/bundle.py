@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from datamodules.errors import UserInputError
@@ -29,17 +30,65 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+ARTIFACT_SCHEME = "wandb-artifact://"
+ARTIFACT_REF = re.compile(r"^wandb-artifact:/+(?P<ref>[^/:]+/[^/:]+/[^/:]+:[^/:]+)$")
+API_TIMEOUT_S = 30  # seconds W&B's API may take per request when downloading an artifact
+
+
+def resolve_bundle(path: str | Path) -> Path:
+    """The local folder of a bundle: ``path`` itself (an export folder, or the folder a model
+    artifact was downloaded to), or for ``wandb-artifact://ENTITY/PROJECT/NAME:ALIAS`` the
+    model artifact downloaded through W&B's API (online; where W&B puts downloads,
+    ``./artifacts/NAME:VERSION`` unless ``WANDB_ARTIFACT_DIR`` says otherwise)."""
+    text = str(path)
+    if not text.startswith("wandb-artifact:"):
+        return Path(path)
+    match = ARTIFACT_REF.match(text)
+    if match is None:
+        raise BundleError(
+            f"{text} is not a model artifact path: write wandb-artifact://ENTITY/PROJECT/"
+            "NAME:ALIAS (e.g. wandb-artifact://my-team/trading-experiments/my-model:best), or give "
+            "the folder the artifact was downloaded to."
+        )
+    ref = match["ref"]
+    try:
+        import wandb
+
+        artifact = wandb.Api(timeout=API_TIMEOUT_S).artifact(ref, type="model")
+        return Path(artifact.download())
+    except Exception as err:  # W&B raises many kinds: no key, no network, no such artifact
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BundleError(
+            f"Could not download the model artifact {ref} from W&B ({type(err).__name__}: "
+            f"{why}). Check the name and alias, that you are logged in (wandb login) and "
+            "online, or download it yourself (wandb artifact get ENTITY/PROJECT/NAME:ALIAS) "
+            "and give the folder it was downloaded to."
+        ) from None
+
+
 def read_bundle(folder: str | Path, kind: str) -> tuple[Path, dict]:
     """``metadata.json`` of an export folder of ``kind`` (forecaster | agent), after checking
-    each file listed there against its recorded sha256."""
-    folder = Path(folder)
+    each file listed there against its recorded sha256. ``folder`` may also be a downloaded
+    model artifact or a ``wandb-artifact://`` path (:func:`resolve_bundle`)."""
+    folder = resolve_bundle(folder)
     meta_path = folder / "metadata.json"
     if not meta_path.is_file():
         raise BundleError(
             f"{folder} is not an export bundle: it has no metadata.json. Give the export/ folder "
             "of a run (python -m experiments.export RUN_DIR writes one)."
         )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise BundleError(
+            f"{meta_path} is damaged ({type(err).__name__}: {err}): it is not the JSON the "
+            "export wrote. Copy the whole export folder again, or re-export the run (python -m "
+            "experiments.export RUN_DIR)."
+        ) from None
+    if not isinstance(meta, dict):
+        raise BundleError(
+            f"{meta_path} is damaged: it holds no metadata object. Re-export the run."
+        )
     if meta.get("format_version") != FORMAT_VERSION:
         raise BundleError(
             f"{meta_path} has format_version {meta.get('format_version')}; this code reads "

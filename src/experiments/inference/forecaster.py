@@ -37,7 +37,8 @@ class Forecaster(BundleFeatures):
     def load(
         cls, export_dir: str | Path, runtime: str | None = None, threads: int = 1
     ) -> Forecaster:
-        """Load ``export_dir`` (checks its files' sha256); see :meth:`Policy.load`."""
+        """Load ``export_dir`` (checks its files' sha256): an export folder, a downloaded model
+        artifact or a ``wandb-artifact://`` path; see :meth:`Policy.load`."""
         folder, meta = read_bundle(export_dir, "forecaster")
         return cls(folder, meta, runtime, threads)
 

@@ -68,7 +68,9 @@ class Policy(BundleFeatures):
 
     @classmethod
     def load(cls, export_dir: str | Path, runtime: str | None = None, threads: int = 1) -> Policy:
-        """Load ``export_dir`` (checks its files' sha256); ``runtime``: None (ONNX Runtime if
+        """Load ``export_dir`` (checks its files' sha256): an export folder, the folder a model
+        artifact was downloaded to, or ``wandb-artifact://ENTITY/PROJECT/NAME:ALIAS`` (online,
+        downloaded through W&B's API); ``runtime``: None (ONNX Runtime if
         installed, else TorchScript) | ``onnxruntime`` | ``torchscript``; ``threads``: intra-op
         threads."""
         folder, meta = read_bundle(export_dir, "agent")

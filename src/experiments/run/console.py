@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,16 +34,26 @@ def config_tree(cfg: DictConfig, save_to: Path | None = None, show: bool = True)
             rich.print(tree, file=fh)
 
 
-def metrics_table(title: str, columns: Mapping[str, Mapping[str, float]], keys: list[str]) -> None:
-    """Print metric rows with one column per strategy (e.g. ours vs buy-and-hold)."""
+def metrics_table(
+    title: str,
+    columns: Mapping[str, Mapping[str, float]],
+    keys: list[str],
+    intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+) -> None:
+    """Print metric rows with one column per strategy (e.g. ours vs buy-and-hold); where
+    ``intervals[column][key]`` gives ``(low, high)``, the value is followed by ``[low, high]``."""
     table = Table(title=title)
     table.add_column("metric")
     for name in columns:
         table.add_column(name, justify="right")
     for key in keys:
         row = [key]
-        for values in columns.values():
+        for name, values in columns.items():
             v = values.get(key)
-            row.append("-" if v is None else f"{v:.4f}")
+            text = "-" if v is None or math.isnan(v) else f"{v:.4f}"
+            bounds = (intervals or {}).get(name, {}).get(key)
+            if bounds is not None and all(b is not None and math.isfinite(b) for b in bounds):
+                text += f" [{bounds[0]:.2f}, {bounds[1]:.2f}]"
+            row.append(text)
         table.add_row(*row)
     rich.print(table)

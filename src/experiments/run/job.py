@@ -11,6 +11,7 @@ its own checkpoint with ``resume=``; a config with curriculum phases runs them i
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 import warnings
@@ -19,19 +20,30 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from datamodules.database.uri import mask_credentials, mask_secrets
 from datamodules.errors import ConfigError
 from datamodules.pipeline import MarketData
+from datamodules.quality import QualityError
 from experiments.curriculum.context import PhaseContext
+from experiments.run.artifacts import track_inputs, track_model
 from experiments.run.build import build_module, plan_model
 from experiments.run.console import config_tree
-from experiments.run.report import report
-from experiments.run.tracking import finish, job_overrides, make_logger
+from experiments.run.report import report, write_quality
+from experiments.run.tracking import finish, job_overrides, make_logger, run_name
 from experiments.run.trainer import make_trainer
+from experiments.runtime.checkpoints import intact_checkpoint
 from experiments.runtime.hardware import checkpoint_world_size, resolve_hardware
 from experiments.runtime.interrupt import GracefulInterrupt
-from experiments.runtime.resume import RUN_ID_FILE, latest_checkpoint
+from experiments.runtime.resume import RUN_ID_FILE
+from experiments.runtime.sweep_resume import (
+    has_checkpoint,
+    in_multirun,
+    set_aside_checkpoints,
+    sweep_overrides,
+)
 from experiments.runtime.sweeps import job_threads
 from modules.family import ModelFamily, world_size_mismatch
 from modules.hardware import Hardware
@@ -67,7 +79,8 @@ def quiet_logs(cfg: DictConfig) -> None:
 
 def save_config(cfg: DictConfig, out: Path, show: bool) -> None:
     """The config tree (printed when ``show``) and the resolved config, in the run folder; a
-    resumed run keeps the first run's copies and writes its own beside its Hydra files."""
+    resumed run keeps the first run's copies and writes its own beside its Hydra files.
+    Passwords in URIs are masked (``***``) in both, and in Hydra's own files of the run."""
     keep = out / "resolved_config.yaml"
     where = (
         out / HydraConfig.get().output_subdir
@@ -75,8 +88,30 @@ def save_config(cfg: DictConfig, out: Path, show: bool) -> None:
         else out
     )
     where.mkdir(parents=True, exist_ok=True)
-    config_tree(cfg, save_to=where / "config_tree.txt", show=show)
-    OmegaConf.save(cfg, where / "resolved_config.yaml", resolve=True)
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    masked = OmegaConf.create(mask_secrets(plain))
+    config_tree(masked, save_to=where / "config_tree.txt", show=show)
+    OmegaConf.save(masked, where / "resolved_config.yaml")
+    mask_hydra_files(out)
+
+
+def mask_hydra_files(out: Path) -> None:
+    """Rewrite Hydra's saved config, overrides and (for a sweep) multirun.yaml with every URI
+    password masked: a password typed on the command line never stays in the run folder."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    files = list((out / hydra.output_subdir).glob("*.yaml")) if hydra.output_subdir else []
+    if hydra.mode == RunMode.MULTIRUN:
+        files.append(Path(hydra.sweep.dir) / "multirun.yaml")
+    for path in files:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        if (masked := mask_credentials(text)) != text:
+            part = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # jobs may run at once
+            part.write_text(masked)
+            os.replace(part, path)
 
 
 def tags(cfg: DictConfig, module: ModelFamily, data: MarketData, phase) -> list[str]:
@@ -90,21 +125,41 @@ def tags(cfg: DictConfig, module: ModelFamily, data: MarketData, phase) -> list[
     return out + [str(t) for t in cfg.get("tags") or []]
 
 
-def resume_point(cfg: DictConfig, out: Path, family: type, hw: Hardware) -> Path | None:
-    """The checkpoint ``resume=`` continues from (None: a fresh start); refused for families
-    that cannot continue exactly, and with another number of processes than saved it."""
-    if cfg.get("resume") in (None, ""):
+def job_resume(cfg: DictConfig, out: Path, family: type) -> str | None:
+    """What this job continues: ``cfg.resume`` for a single run; in a multirun, ``auto`` when
+    the job's own folder holds a checkpoint (a sweep started again: see
+    :mod:`experiments.runtime.sweep_resume`), else nothing. A family that cannot continue
+    mid-training sets such checkpoints aside and starts the job again."""
+    if not in_multirun():
+        return cfg.get("resume")
+    if not has_checkpoint(out):
+        return None
+    if not family.resumable:
+        kept = set_aside_checkpoints(out)
+        log.warning("%s cannot continue mid-training: %s kept, the job starts again", out, kept)
+        return None
+    return "auto"
+
+
+def resume_point(
+    cfg: DictConfig, out: Path, family: type, hw: Hardware, resume: str | None = None
+) -> Path | None:
+    """The checkpoint ``resume`` (default ``cfg.resume``) continues from (None: a fresh
+    start); refused for families that cannot continue exactly, and with another number of
+    processes than saved it. A damaged checkpoint is set aside and the next one used."""
+    resume = cfg.get("resume") if resume is None else resume
+    if resume in (None, ""):
         return None
     if not family.resumable:
         raise ConfigError(
-            f"resume={cfg.resume}: {family.__name__} runs ({cfg.model.name}) do not continue "
+            f"resume={resume}: {family.__name__} runs ({cfg.model.name}) do not continue "
             "from a checkpoint mid-training (a curriculum of them resumes phase by phase). "
             "Drop resume= to start a new run; finished runs keep their checkpoints and export."
         )
-    ckpt = latest_checkpoint(out)
-    if ckpt is None and str(cfg.resume) != "auto":
+    ckpt = intact_checkpoint(out, f"resume={resume}", hw.rank)
+    if ckpt is None and str(resume) != "auto":
         raise ConfigError(
-            f"resume={cfg.resume}: no checkpoint in {out / 'checkpoints'}. Give the folder of a "
+            f"resume={resume}: no checkpoint in {out / 'checkpoints'}. Give the folder of a "
             "run that saved one (it holds checkpoints/last.ckpt or interrupted.ckpt), or "
             "resume=auto."
         )
@@ -115,15 +170,24 @@ def resume_point(cfg: DictConfig, out: Path, family: type, hw: Hardware) -> Path
         return None
     saved = checkpoint_world_size(ckpt)
     if saved != hw.world_size:
-        raise ConfigError(
-            f"resume={cfg.resume} ({ckpt}): {world_size_mismatch(saved, hw.world_size)}"
-        )
+        raise ConfigError(f"resume={resume} ({ckpt}): {world_size_mismatch(saved, hw.world_size)}")
     log.info("resuming from %s", ckpt)
     return ckpt
 
 
 def resume_command(out: Path) -> str:
-    """The command that continues this run."""
+    """The command that continues this run (for a sweep's job: the sweep's command with
+    ``resume=`` its folder, which continues every job)."""
+    if in_multirun():
+        sweep = Path(HydraConfig.get().sweep.dir)
+        args = [o for o in sweep_overrides(sweep) if not o.startswith("resume=")]
+        return " ".join(
+            [
+                "python -m experiments -m",
+                *map(shlex.quote, args),
+                f"resume={shlex.quote(str(sweep))}",
+            ]
+        )
     args = [o for o in job_overrides() if not o.startswith("resume=")]
     return " ".join(
         ["python -m experiments", *map(shlex.quote, args), f"resume={shlex.quote(str(out))}"]
@@ -147,8 +211,14 @@ def train(cfg: DictConfig, phase: PhaseContext | None = None) -> dict[str, float
     if threads := job_threads(cfg):  # hardware.num_threads, or a joblib job's share of the cores
         torch.set_num_threads(threads)
     plan = plan_model(cfg, hw)
-    ckpt = resume_point(cfg, out, plan.family, hw)
-    module, data = build_module(cfg, hw, out, plan)
+    resume = job_resume(cfg, out, plan.family)
+    ckpt = resume_point(cfg, out, plan.family, hw, resume) if resume else None
+    try:
+        module, data = build_module(cfg, hw, out, plan)
+    except QualityError as err:  # the report of what failed stays with the run
+        if hw.rank == 0:
+            write_quality(err.report, out)
+        raise
     return fit(cfg, module, data, hw, out, ckpt, phase)
 
 
@@ -172,8 +242,13 @@ def fit(
         if hw.rank == 0
         else None
     )
-    if logger is not None and not id_file.exists() and logger.run_id:
+    # A job started again from nothing (a sweep's job killed before its first checkpoint) is
+    # a new logger run: the id file names the run a later resume continues.
+    if logger is not None and logger.run_id and (ckpt is None or not id_file.exists()):
         id_file.write_text(str(logger.run_id))
+    if hw.rank == 0:
+        write_quality(data.quality, out, logger)
+        track_inputs(logger, data, out, phase)  # the dataset artifact (and a phase's model)
     interrupt = GracefulInterrupt(out / "checkpoints") if type(module).resumable else None
     log.info(module.describe())
     try:
@@ -206,7 +281,9 @@ def fit(
         if (cfg.get("export") or {}).get("enabled", False):
             from experiments.export.bundle import export_trained
 
-            log.info("export: %s", export_trained(cfg, module, data, out))
+            folder = export_trained(cfg, module, data, out)
+            log.info("export: %s", folder)
+            track_model(logger, folder, out, run_name(cfg, phase.name if phase else None))
         return results
     finally:
         if interrupt is not None:

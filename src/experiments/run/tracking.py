@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -20,6 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
+
+from datamodules.database.uri import mask_credentials, mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ UNNAMED = ("paths.", "print_config=", "quiet=", "logger.", "hydra.", "tags=", "h
 def run_name(cfg: DictConfig, phase: str | None = None) -> str:
     """The model's name for a plain run; then the overrides that shape the result, in command order.
     A curriculum phase's run adds ``/`` and the phase's name."""
-    parts = [o.lstrip("+~") for o in job_overrides()]
+    parts = [mask_credentials(o.lstrip("+~")) for o in job_overrides()]
     parts = [o for o in parts if not o.startswith(("model=", *UNNAMED))]
     base = str(cfg.model.get("name", "run"))
     name = ",".join([base, *parts]) if parts else base
@@ -58,10 +61,11 @@ def run_group(cfg: DictConfig) -> str | None:
 
 
 def run_config(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """The resolved config as plain containers, plus the override list."""
+    """The resolved config as plain containers, plus the override list; passwords in URIs
+    masked (``***``)."""
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     plain["overrides"] = job_overrides() if overrides is None else list(overrides)
-    return plain
+    return mask_secrets(plain)
 
 
 @runtime_checkable
@@ -83,8 +87,34 @@ class RunLogger(Protocol):
 
     def log_image(self, key: str, images: list, **kwargs) -> None: ...
 
+    def log_table(self, key: str, columns: list[str], data: list[list]) -> None:
+        """A table of rows (per-bar returns, the trade journal), kept with the run so it can
+        be re-analysed without re-running it."""
+        ...
+
     def finish(self) -> None:
         """Close the run so the next job (multirun, curriculum phase) starts a fresh one."""
+        ...
+
+    def log_html(self, key: str, path: Path) -> None:
+        """A self-contained HTML page (``report.html``) kept with the run, viewable in the
+        logger's UI. Optional: a logger without it keeps the page in the run folder only."""
+        ...
+
+    # Artifacts (optional: a logger without them logs none; see experiments.run.artifacts).
+    def use_dataset_artifact(self, name: str, files: dict[str, Path], metadata: dict) -> None:
+        """Mark the data ``files`` (archive name -> local path) as an input of the run."""
+        ...
+
+    def log_model_artifact(
+        self, name: str, folder: Path, metadata: dict, aliases: list[str]
+    ) -> None:
+        """Keep the export bundle in ``folder`` as an output of the run."""
+        ...
+
+    def use_model_artifact(self, name: str, folder: Path) -> None:
+        """Mark the bundle another run logged as ``name`` (its files in ``folder``) as an
+        input of this one (a curriculum phase uses the previous phase's model)."""
         ...
 
 
@@ -108,6 +138,7 @@ class WandbRunLogger(WandbLogger):
         config: dict | None = None,
         id: str | None = None,  # noqa: A002 - wandb.init's name for it
         step_offset: int = 0,
+        dataset_bars: Literal["auto", "always", "never"] = "auto",
     ) -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
         resume = {"id": id, "resume": "allow"} if id else {}
@@ -128,6 +159,22 @@ class WandbRunLogger(WandbLogger):
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
         self.step_offset = int(step_offset)
+        self.mode = mode
+        # The dataset artifact holds the raw bars when small (auto), always or never.
+        self.dataset_bars = {"always": True, "never": False}.get(dataset_bars, "auto")
+
+    @property
+    def experiment(self):
+        """The W&B run, started with the command line's passwords masked (W&B records
+        ``sys.argv`` in the run's metadata); the real ``sys.argv`` is restored at once."""
+        if self._experiment is not None:
+            return self._experiment
+        argv = list(sys.argv)
+        sys.argv[:] = [mask_credentials(a) for a in argv]
+        try:
+            return super().experiment
+        finally:
+            sys.argv[:] = argv
 
     def log_metrics(self, metrics, step=None) -> None:
         super().log_metrics(metrics, None if step is None else step + self.step_offset)
@@ -138,6 +185,56 @@ class WandbRunLogger(WandbLogger):
 
     def log_summary(self, values: dict[str, float | None]) -> None:
         self.experiment.summary.update(values)
+
+    def log_html(self, key: str, path: Path) -> None:
+        import wandb
+
+        self.experiment.log({key: wandb.Html(Path(path).read_text(encoding="utf-8"), inject=False)})
+
+    def use_dataset_artifact(self, name: str, files: dict[str, Path], metadata: dict) -> None:
+        import wandb
+
+        artifact = wandb.Artifact(
+            name, type="dataset", metadata=metadata, description="the market data of the run"
+        )
+        for archived, path in files.items():
+            artifact.add_file(str(path), name=archived)
+        self._use(artifact)
+
+    def log_model_artifact(
+        self, name: str, folder: Path, metadata: dict, aliases: list[str]
+    ) -> None:
+        if self.mode == "disabled":
+            return
+        import wandb
+
+        artifact = wandb.Artifact(name, type="model", metadata=metadata)
+        artifact.add_dir(str(folder))
+        self.experiment.log_artifact(artifact, aliases=list(aliases))
+
+    def use_model_artifact(self, name: str, folder: Path) -> None:
+        import json
+
+        import wandb
+
+        metadata = json.loads((Path(folder) / "metadata.json").read_text())
+        artifact = wandb.Artifact(name, type="model", metadata=metadata)
+        artifact.add_dir(str(folder))
+        self._use(artifact)
+
+    def _use(self, artifact) -> None:
+        """Mark a draft ``artifact`` as an input of the run. Online that is ``use_artifact``;
+        offline W&B refuses ``use_artifact``, so the artifact is queued the way
+        ``use_artifact`` queues a draft (logged, then used once committed), and ``wandb
+        sync`` commits it and records the use. The same files under the same name are the
+        same version (W&B deduplicates by content)."""
+        if self.mode == "disabled":
+            return
+        run = self.experiment
+        if run.offline:
+            run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
+        else:
+            run.use_artifact(artifact)
 
     def finish(self) -> None:
         import wandb
@@ -172,6 +269,12 @@ def make_logger(
         step_offset=phase.step_offset if phase is not None else 0,
         **({"id": run_id} if run_id else {}),
     )
+
+
+def log_html(logger: RunLogger | None, key: str, path: Path) -> None:
+    """Log the HTML page at ``path`` under ``key`` when the logger takes HTML pages."""
+    if logger is not None and callable(getattr(logger, "log_html", None)):
+        logger.log_html(key, path)
 
 
 def finish(logger: RunLogger | None) -> None:

@@ -64,6 +64,10 @@ def make_trainer(
     if show:
         callbacks.append(module.progress_bar())
     strategy = module.strategy(hardware)
+    # Lightning's model summary unless quiet or the family leaves it out (agents: their
+    # describe() names the parameter count).
+    settings = {"enable_model_summary": True, **module.trainer_settings()}
+    settings["enable_model_summary"] = show and settings["enable_model_summary"]
     return pl.Trainer(
         accelerator=hardware.accelerator,
         devices=strategy.devices,
@@ -74,7 +78,6 @@ def make_trainer(
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         enable_progress_bar=show,
-        enable_model_summary=show,
         default_root_dir=str(out),
-        **module.trainer_settings(),
+        **settings,
     )

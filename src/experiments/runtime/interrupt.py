@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from experiments.runtime.checkpoints import save_beside
 from experiments.runtime.paths import next_free
 
 
@@ -60,7 +61,8 @@ class GracefulInterrupt(pl.Callback):
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             path = next_free(self.checkpoint_dir / "interrupted.ckpt", keep_suffix=True)
         self.saved = Path(trainer.strategy.broadcast(path, src=0))
-        trainer.save_checkpoint(self.saved)
+        # Written beside, then renamed: a kill or a full disk mid-save leaves no partial file.
+        save_beside(trainer, self.saved.with_name(f".{self.saved.name}.partial"), self.saved)
         trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

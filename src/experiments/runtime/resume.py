@@ -5,7 +5,9 @@ under ``<output_root>/runs/`` that was started with the same overrides (``resume
 ``hydra.*`` aside) and has a checkpoint; if there is none it starts a fresh run. The resumed
 job writes its Hydra files to ``.hydra/resumed-<time>/`` so the original ones stay as they
 were, logs to the same W&B run id, and continues from the newest checkpoint in
-``checkpoints/`` (``interrupted*.ckpt`` or ``last.ckpt``).
+``checkpoints/`` (``interrupted*.ckpt`` or ``last.ckpt``) that is intact: each is checked
+first and a damaged one set aside (:func:`experiments.runtime.checkpoints.intact_checkpoint`).
+A multirun continues as a whole: :mod:`experiments.runtime.sweep_resume`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from pathlib import Path
 
 import yaml
 
+from datamodules.database.uri import mask_credentials
+
 RUN_ID_FILE = "wandb_run_id.txt"  # the logger run id a resumed run continues
 
 
 def _comparable(overrides) -> list[str]:
+    # saved overrides have their URI passwords masked (experiments.run.job.mask_hydra_files)
     return sorted(
-        str(o) for o in overrides if not str(o).startswith(("resume=", "hydra.", "paths."))
+        mask_credentials(str(o))
+        for o in overrides
+        if not str(o).startswith(("resume=", "hydra.", "paths."))
     )
 
 

@@ -52,9 +52,11 @@ from envs.evaluation import evaluate_policy
 from envs.factory import EnvFactory
 from envs.metrics import loggable, metrics_to_floats
 from envs.score import composite_score
+from envs.stitch import concat_results
 from modules.agents.config import CheckpointConfig, CollectorConfig, EvalConfig
 from modules.agents.ddp import agent_strategy, check_agent_hardware
 from modules.agents.num_envs import agent_threads, resolve_num_envs
+from modules.agents.progress import AgentProgressBar, LearningCurves
 from modules.agents.rollouts import EpisodeTracker, Rollouts
 from modules.carry import Layout
 from modules.collectives import all_gather, gather_to_rank_zero, sum_over_ranks, weights_digest
@@ -96,10 +98,19 @@ class Evaluation:
     val: tuple[int, int]
     test: tuple[int, int]
     seed: int = 0
+    # The contiguous spans of each part when it has several (CPCV's test groups); None: the
+    # part is the one span above.
+    val_spans: tuple[tuple[int, int], ...] | None = None
+    test_spans: tuple[tuple[int, int], ...] | None = None
 
     @property
     def market(self):
         return self.make_env.market
+
+    def spans(self, part: str) -> tuple[tuple[int, int], ...]:
+        """The spans ``part`` (val or test) is evaluated on, each as one episode from flat."""
+        given = self.val_spans if part == "val" else self.test_spans
+        return tuple(given) if given else ((self.val if part == "val" else self.test),)
 
 
 def _floats(result: BacktestResult) -> dict[str, float]:
@@ -161,6 +172,7 @@ class AgentModule(pl.LightningModule):
         self.frames = 0
         self.iteration = 0
         self.reports: dict[str, dict[str, BacktestResult]] = {}
+        self._baselines: dict[tuple[int, int, int], dict[str, BacktestResult]] = {}
         self.risk_totals: dict[str, int] = {}
         self._pending: dict | None = None
         self._clock: float | None = None
@@ -185,16 +197,27 @@ class AgentModule(pl.LightningModule):
 
     @classmethod
     def build(cls, factory: functools.partial, run: RunInputs) -> AgentModule:
-        """An env over the training split (``env.num_envs`` of them, or as many as fit with
+        """An env over the training spans (``env.num_envs`` of them, or as many as fit with
         ``auto``), the validation/test evaluation, and the agent ``factory`` makes on them."""
         collector = dataclass_from(
             cls.collector_config, factory.keywords.get("collector"), "model.collector"
         )
         device = run.hardware.device
-        train = run.data.split.train
+        # The training bars: one span, or CPCV's training groups (episodes never cross from one
+        # into the next, so none runs through a purged, embargoed or held-out span).
+        spans = run.data.split.spans("train")
+        train = spans[0] if len(spans) == 1 else spans
         num_envs = resolve_num_envs(run.env, train, collector.frames_per_env, device)
         env = run.env(train, num_envs=num_envs, device=device, seed=run.seed)
-        evaluation = Evaluation(run.env, run.data.split.val, run.data.split.test, run.seed)
+        split = run.data.split
+        evaluation = Evaluation(
+            run.env,
+            split.val,
+            split.test,
+            run.seed,
+            val_spans=split.spans("val"),
+            test_spans=split.spans("test"),
+        )
         module = factory(env=env, evaluation=evaluation, world_size=run.hardware.world_size)
         module.threads = agent_threads(run.hardware, num_envs)
         return module
@@ -218,13 +241,14 @@ class AgentModule(pl.LightningModule):
             "num_sanity_val_steps": 0,
             "log_every_n_steps": 1,
             "use_distributed_sampler": False,
+            "enable_model_summary": False,  # describe() gives the parameter count
         }
 
     def callbacks(self) -> list[pl.Callback]:
-        return []
+        return [LearningCurves()]
 
     def progress_bar(self) -> pl.Callback:
-        return pl.callbacks.RichProgressBar(leave=False)
+        return AgentProgressBar()
 
     def strategy(self, hardware: Hardware) -> StrategyPlan:
         return agent_strategy(hardware, self.threads)
@@ -232,7 +256,8 @@ class AgentModule(pl.LightningModule):
     def describe(self) -> str:
         return (
             f"{self.name}: {self.num_envs} envs x {self.frames_per_env} frames per iteration; "
-            f"length {self.collector_cfg.describe}"
+            f"length {self.collector_cfg.describe}; "
+            f"{sum(p.numel() for p in self.parameters()):,} parameters"
         )
 
     def progress(self) -> str:
@@ -459,6 +484,7 @@ class AgentModule(pl.LightningModule):
         if returns.numel():
             logged["train/episode_return"] = returns.mean()
         self.log_dict(logged, on_step=True, on_epoch=False, batch_size=1)
+        self.last_logged = logged  # this iteration's numbers, for learning_curves.csv
         bar = {"fps": logged["train/fps"]}
         if returns.numel():
             bar["ep_ret"] = logged["train/episode_return"]
@@ -494,12 +520,56 @@ class AgentModule(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate(self, span: tuple[int, int], policy: Greedy) -> tuple[BacktestResult, dict]:
-        return evaluate_policy(policy, self.evaluation.make_env, span, device=self.env.device)
+    def _evaluate(self, part: str, policy: Greedy) -> tuple[list[BacktestResult], dict]:
+        """A deterministic pass of ``policy`` over each span of ``part``; the risk-rule counts
+        summed over them."""
+        results, counts = [], {}
+        for span in self.evaluation.spans(part):
+            result, fired = evaluate_policy(
+                policy, self.evaluation.make_env, span, device=self.env.device
+            )
+            results.append(result)
+            counts = {k: counts.get(k, 0) + v for k, v in fired.items()}
+        return results, counts
+
+    def _passive(self, span: tuple[int, int], steps: int) -> dict[str, BacktestResult]:
+        """Buy-and-hold and flat over the bars an evaluation of ``span`` trades (``steps``
+        decisions from its first decision bar), priced like the agent; once per span."""
+        key = (int(span[0]), int(span[1]), int(steps))
+        if key not in self._baselines:
+            ev = self.evaluation
+            first = max(int(span[0]), int(self.env.episode.window) - 1)
+            assets = ev.market.num_assets
+            frictions, capital = self.env.frictions, self.env.capital
+            hold = buy_and_hold_targets(steps, assets)
+            flat = torch.zeros(steps, assets, dtype=torch.float64)
+            self._baselines[key] = {
+                "buy_and_hold": backtest(ev.market, hold, first, frictions, capital),
+                "flat": backtest(ev.market, flat, first, frictions, capital),
+            }
+        return self._baselines[key]
+
+    def _report(self, part: str, **policies: Greedy) -> tuple[dict[str, BacktestResult], dict]:
+        """Each policy (the first is the agent's, reported as ``strategy``) and the passive
+        baselines over every span of ``part``, joined span by span; the agent's risk counts."""
+        ppy = self.evaluation.market.periods_per_year
+        out: dict[str, list[BacktestResult]] = {}
+        counts: dict = {}
+        for i, (name, policy) in enumerate(policies.items()):
+            out[name], fired = self._evaluate(part, policy)
+            counts = fired if i == 0 else counts
+        first = next(iter(policies))
+        spans = self.evaluation.spans(part)
+        for span, result in zip(spans, out[first], strict=True):
+            for name, res in self._passive(span, result.returns.shape[1]).items():
+                out.setdefault(name, []).append(res)
+        joined = {name: concat_results(parts, ppy) for name, parts in out.items()}
+        order = [first, "buy_and_hold", "flat", *(n for n in policies if n != first)]
+        return {("strategy" if n == first else n): joined[n] for n in order}, counts
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        result, _ = self._evaluate(self.evaluation.val, self.greedy_policy())
-        ours = _floats(result)
+        self.reports["val"], _ = self._report("val", agent=self.greedy_policy())
+        ours = _floats(self.reports["val"]["strategy"])
         logged = {f"val/{k}": ours[k] for k in LOGGED if k in ours}
         logged["val/score"] = composite_score(ours)
         clean = loggable(logged)
@@ -508,29 +578,15 @@ class AgentModule(pl.LightningModule):
         self.log("val/sharpe", sharpe, prog_bar=True, batch_size=1, **self._same_everywhere())
 
     def test_step(self, batch, batch_idx: int) -> None:
-        ev = self.evaluation
-        result, counts = self._evaluate(ev.test, self.greedy_policy())
-        rng = torch.Generator(device=self.env.device).manual_seed(int(ev.seed))
+        rng = torch.Generator(device=self.env.device).manual_seed(int(self.evaluation.seed))
         actions = int(self.env.action_spec.n)
 
         def random_policy(obs: torch.Tensor) -> torch.Tensor:
             return torch.randint(0, actions, obs.shape[:1], generator=rng, device=self.env.device)
 
-        randomly, _ = self._evaluate(ev.test, random_policy)
-        steps = result.returns.shape[1]
-        first = max(int(ev.test[0]), int(self.env.episode.window) - 1)
-        assets = ev.market.num_assets
-        frictions, capital = self.env.frictions, self.env.capital
-        hold = backtest(ev.market, buy_and_hold_targets(steps, assets), first, frictions, capital)
-        flat = backtest(
-            ev.market, torch.zeros(steps, assets, dtype=torch.float64), first, frictions, capital
+        self.reports["test"], counts = self._report(
+            "test", agent=self.greedy_policy(), random=random_policy
         )
-        self.reports["test"] = {
-            "strategy": result,
-            "buy_and_hold": hold,
-            "flat": flat,
-            "random": randomly,
-        }
         self.risk_totals = counts
         logged = {}
         for name, res in self.reports["test"].items():

@@ -8,6 +8,12 @@ frames collected. The first ``learning_starts`` frames take uniformly random act
 update is made until they are in the buffer; afterwards each iteration makes
 ``updates_per_frame`` x (frames collected) updates of ``replay.batch_size`` transitions.
 
+TorchRL's ``DQNLoss`` holds the target network's parameters and defines the loss; each update
+computes that loss on plain tensors (:meth:`DQNModule.td_loss`: the same operations, so the same
+numbers, tested against ``DQNLoss`` itself) and moves the target network with one fused
+``lerp`` or copy over its parameters: a profile showed three quarters of an update's time in
+TensorDict bookkeeping around a network of a few thousand weights.
+
 With several DDP processes each keeps its own replay buffer fed by its own envs, makes
 ``updates_per_frame`` x (its own frames) updates of ``replay.batch_size`` of its transitions, and
 averages the gradients with the others before each step; the target networks therefore follow
@@ -16,11 +22,13 @@ identical weights. ``learning_starts`` and the epsilon schedule count frames ove
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
+from torch.nn import functional as F  # noqa: N812
 from torchrl.data import (
     Categorical,
     LazyTensorStorage,
@@ -66,6 +74,21 @@ REPLAY_KEYS = (
 )
 
 
+_DISTANCES = {"l2": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
+# What an update reads of a replayed transition (flat keys of the storage).
+_LOSS_KEYS = (
+    "observation",
+    "action",
+    "next.observation",
+    "next.reward",
+    "next.done",
+    "next.terminated",
+    "steps_to_next_obs",
+)
+# Where the DQNLoss keeps the Q-network inside its value network (module 0 of the sequence).
+_TARGET_PREFIX = "module.0.module."
+
+
 class EpsilonGreedy(TensorDictModuleBase):
     """Replaces ``action`` by a uniformly random one with probability ``epsilon``."""
 
@@ -78,12 +101,40 @@ class EpsilonGreedy(TensorDictModuleBase):
         self.epsilon = 1.0
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
-        action = td["action"]
+        td["action"] = self.perturb(td["action"])
+        return td
+
+    def perturb(self, action: torch.Tensor) -> torch.Tensor:
+        """``action`` with each entry replaced by a uniformly random one with probability
+        ``epsilon`` (the random draws: one uniform, then one index, per entry)."""
         explore = torch.rand(action.shape, device=action.device) < self.epsilon
         random_action = torch.randint(
             0, self.num_actions, action.shape, device=action.device, dtype=action.dtype
         )
-        td["action"] = torch.where(explore, random_action, action)
+        return torch.where(explore, random_action, action)
+
+
+class GreedyExploring(TensorDictModuleBase):
+    """The collection policy in one module: the Q-network's values, its greedy action and that
+    action's value (what QValueModule writes), then epsilon-greedy exploration of the action
+    (EpsilonGreedy): the entries and random draws of the two modules in sequence, with a
+    fraction of the TensorDict operations per step."""
+
+    in_keys = ["observation"]
+    out_keys = ["action", "action_value", "chosen_action_value"]
+
+    def __init__(self, qnet: torch.nn.Module, explore: EpsilonGreedy) -> None:
+        super().__init__()
+        self.qnet = qnet
+        self.explore = explore
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        values = self.qnet(td.get("observation"))
+        action = torch.argmax(values, dim=-1).to(torch.long)
+        chosen = values.gather(-1, action.unsqueeze(-1))
+        td.set("action_value", values)
+        td.set("chosen_action_value", chosen)
+        td.set("action", self.explore.perturb(action))
         return td
 
 
@@ -176,7 +227,7 @@ class DQNModule(AgentModule):
 
     # ------------------------------------------------------------------ policies
     def collection_policy(self):
-        return TensorDictSequential(self.value_network, self.explore)
+        return GreedyExploring(self.qnet, self.explore)
 
     def greedy_policy(self) -> Greedy:
         return lambda obs: self.qnet(obs).argmax(-1)
@@ -197,6 +248,102 @@ class DQNModule(AgentModule):
         return Inference(QInference(self.cpu_copy(self.qnet)), sig, "agent", self.policy_metadata())
 
     # ------------------------------------------------------------------ learning
+    def td_loss(
+        self,
+        rows: Mapping[str, torch.Tensor],
+        target: Mapping[str, torch.Tensor] | torch.nn.Module | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss, the squared TD error of each transition (B, 1)) of replayed transitions.
+
+        ``rows``: a batch by flat key (``observation``, ``action``, ``next.reward``...; a
+        sampled TensorDict's ``flatten_keys(".")`` works); ``target``: the target network, or
+        its tensors by parameter name (default: the DQNLoss's, looked up).
+
+        TorchRL's ``DQNLoss`` with its TD(0) estimator, on plain tensors: the Q-value of the
+        action taken against ``reward + gamma ** steps_to_next_obs * (1 - terminated) *`` the
+        target network's value of the next observation (at the online network's greedy action
+        with double DQN, else at its own), the ``loss_function`` distance weighted by the
+        prioritized replay's importance weights (a weighted mean), or a plain mean."""
+        reward = rows.get("next.reward")
+        done = rows.get("next.done")
+        terminated = rows.get("next.terminated", done)
+        action = rows.get("action")
+        pred = self.qnet(rows.get("observation"))
+        pred = torch.gather(pred, -1, index=action.unsqueeze(-1)).squeeze(-1)
+        next_obs = rows.get("next.observation")
+        if not isinstance(target, torch.nn.Module):
+            target = self._target_network(target or self._target_parameters())
+        with torch.no_grad():
+            target_q = target(next_obs)
+            if self.loss_cfg.double_dqn:
+                next_action = torch.argmax(self.qnet(next_obs), dim=-1).to(torch.long)
+            else:
+                next_action = torch.argmax(target_q, dim=-1).to(torch.long)
+            next_value = torch.gather(target_q, -1, index=next_action.unsqueeze(-1))
+            gamma = self.loss_module.value_estimator.gamma.to(reward.device)
+            steps = rows.get("steps_to_next_obs", None)
+            if steps is not None:
+                gamma = gamma ** steps.view_as(reward)
+            not_terminated = (~terminated).int()
+            value = (reward + gamma * not_terminated * next_value).squeeze(-1)
+            priority = (pred - value).pow(2).unsqueeze(-1)
+        distance = _DISTANCES[self.loss_cfg.loss_function](pred, value, reduction="none")
+        weights = rows.get("priority_weight", None)
+        if weights is None:
+            return distance.mean(), priority
+        return (distance * weights).sum() / weights.sum(), priority
+
+    def _sample(self, stored: Mapping[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
+        """(a replayed batch by flat key, its storage indices): what the replay buffer's
+        ``sample()`` returns (the same sampler call, so the same random draws), gathered from
+        ``stored`` (its storage by flat key) without building TensorDicts."""
+        replay = self.replay
+        index, info = replay._sampler.sample(replay._storage, int(self.replay_cfg.batch_size))
+        device = next(iter(stored.values())).device
+        index = torch.as_tensor(index, device=device)
+        rows = {key: stored[key][index] for key in _LOSS_KEYS if key in stored}
+        weights = info.get("priority_weight")
+        if weights is not None:
+            rows["priority_weight"] = torch.as_tensor(weights, device=device)
+        return rows, index
+
+    def _target_network(self, target: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+        """The Q-network's architecture over the target tensors ``target`` (shared, not
+        copied: the target updates move them in place), in the Q-network's train/eval mode.
+        Kept out of the module's state (the DQNLoss holds the target in checkpoints)."""
+        net = self.__dict__.get("_target_net")
+        if net is None:
+            net = copy.deepcopy(self.qnet).requires_grad_(False)
+            self.__dict__["_target_net"] = net
+        for name, param in net.named_parameters():
+            param.data = target[name]
+        return net.train(self.qnet.training)
+
+    def _target_parameters(self) -> dict[str, torch.Tensor]:
+        """The target network's tensors by the Q-network's parameter names (the ``DQNLoss``
+        holds them under the value network's prefix)."""
+        target = self.loss_module.target_value_network_params.flatten_keys(".")
+        return {name: target.get(_TARGET_PREFIX + name) for name, _ in self.qnet.named_parameters()}
+
+    def _target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(the online parameters, their target tensors), in the same order."""
+        target = self._target_parameters()
+        online = [p for _, p in self.qnet.named_parameters()]
+        return [p.data for p in online], [target[name] for name, _ in self.qnet.named_parameters()]
+
+    def _update_target(self, online: list[torch.Tensor], target: list[torch.Tensor]) -> None:
+        """One step of the target updater (``SoftUpdate``: lerp by ``1 - eps``; ``HardUpdate``:
+        a copy when its counter reaches the interval), over every tensor at once."""
+        updater = self.target_updater
+        if isinstance(updater, SoftUpdate):
+            torch._foreach_lerp_(target, online, 1 - updater.eps)
+            return
+        if updater.counter == updater.value_network_update_interval:
+            torch._foreach_copy_(target, online)
+            updater.counter = 0
+        else:
+            updater.counter += 1
+
     def learn(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         opt = self.optimizers()
         keep = [k for k in REPLAY_KEYS if k in batch.keys(True, True)]
@@ -209,26 +356,31 @@ class DQNModule(AgentModule):
             self._update_debt -= updates
         sums: dict[str, torch.Tensor] = {}
         params = list(self.qnet.parameters())
+        if updates:
+            online, target = self._target_pairs()
+            target_net = self._target_network(self._target_parameters())
+            stored = self.replay._storage._storage.flatten_keys(".")
+            stored = {key: stored.get(key) for key in stored.keys()}  # noqa: SIM118 (a TensorDict)
         for _ in range(updates):
-            sample = self.replay.sample()
-            out = self.loss_module(sample)
+            rows, index = self._sample(stored)
+            loss, priority = self.td_loss(rows, target_net)
             opt.zero_grad()
-            self.manual_backward(out["loss"])
+            self.manual_backward(loss)
             average_gradients(params)  # the mean over processes (no-op alone)
             if self.optim_cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.max_grad_norm)
             opt.step()
-            self.target_updater.step()
-            if self.replay_cfg.prioritized:
-                self.replay.update_tensordict_priority(sample)
-            sums["loss"] = sums.get("loss", 0.0) + out["loss"].detach()
-            # DQNLoss's priority is the squared TD error; log its root (reward units).
-            sums["td_error"] = sums.get("td_error", 0.0) + sample["td_error"].sqrt().mean()
+            self._update_target(online, target)
+            if self.replay_cfg.prioritized:  # one priority per transition: (B, 1) -> (B,)
+                self.replay.update_priority(index, priority.reshape(-1))
+            sums["loss"] = sums.get("loss", 0.0) + loss.detach()
+            # The priority is the squared TD error; log its root (reward units).
+            sums["td_error"] = sums.get("td_error", 0.0) + priority.sqrt().mean()
         self.updates += updates
         if updates:
             stats.update({k: v / updates for k, v in sums.items()})
             with torch.no_grad():  # Q of the taken actions in the last sample (reward units)
-                q = self.qnet(sample["observation"]).gather(-1, sample["action"].unsqueeze(-1))
+                q = self.qnet(rows["observation"]).gather(-1, rows["action"].unsqueeze(-1))
             stats["q_value"] = q.mean()
         self.step_schedulers()
         self.explore.epsilon = self.exploration.epsilon(max(self.frames - self.learning_starts, 0))
@@ -240,7 +392,15 @@ class DQNModule(AgentModule):
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
-        opt = torch.optim.AdamW(self.qnet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused: one kernel per tensor for the whole AdamW update (on a CPU about a third of the
+        # per-tensor loop's time for this small network: a DQN makes thousands of small steps).
+        # It rounds differently from the loop in the last bits, run to run it is deterministic.
+        opt = torch.optim.AdamW(
+            self.qnet.parameters(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            **_fused_if_supported(self.qnet),
+        )
         schedule = lr_lambda(cfg.lr_schedule, self.max_iterations, "model.optim.lr_schedule")
         if schedule is None:
             return opt
@@ -263,3 +423,12 @@ class DQNModule(AgentModule):
         self.explore.epsilon = float(state["epsilon"])
         if hasattr(self.target_updater, "counter"):
             self.target_updater.counter = int(state["hard_update_counter"])
+
+
+def _fused_if_supported(net: torch.nn.Module) -> dict[str, bool]:
+    """``fused=True`` for AdamW where its fused kernel runs (CPU and CUDA floating-point
+    parameters), else the per-tensor ``foreach`` update."""
+    kinds = {(p.device.type, p.dtype.is_floating_point) for p in net.parameters()}
+    if kinds and all(device in ("cpu", "cuda") and floating for device, floating in kinds):
+        return {"fused": True}
+    return {"foreach": True}

@@ -71,7 +71,7 @@ def auto_num_envs(
 MANY_ENVS = 512
 
 
-def resolve_num_envs(make_env, span: tuple[int, int], frames_per_env: int, device) -> int:
+def resolve_num_envs(make_env, span, frames_per_env: int, device) -> int:
     """``env.num_envs`` as a number: as configured, or for ``auto`` the largest power of two
     whose iteration batch fits (:func:`auto_num_envs`), measured on a one-env probe over
     ``span``. ``make_env`` is the run's :class:`envs.factory.EnvFactory`."""

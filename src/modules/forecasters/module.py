@@ -31,6 +31,7 @@ from envs.accounting import DEFAULT_CAPITAL
 from envs.backtest import BacktestResult, backtest, buy_and_hold_targets
 from envs.frictions import Frictions
 from envs.metrics import REPORTED, loggable, metrics_to_floats
+from envs.stitch import concat_results
 from modules.carry import Layout
 from modules.family import Checkpointing, RunInputs, StrategyPlan
 from modules.forecasters.config import SIGNALS, SignalConfig, TaskConfig, TrainerConfig
@@ -304,22 +305,26 @@ class ForecastModule(pl.LightningModule):
             probs = self.all_gather(probs).reshape(-1, *probs.shape[1:])
             stamps = self.all_gather(stamps).reshape(-1)
         dm = self.trainer.datamodule
-        decisions = dm.decisions(part)
-        first = int(decisions[0])
-        targets = torch.zeros(len(decisions), dm.num_assets, dtype=torch.float64)
         positions = probabilities_to_targets(
             probs.double().cpu(), self.signal_cfg.mode, self.signal_cfg.long_only
         )
-        targets[stamps.cpu().long() - first] = positions
-        strategy = backtest(dm.market, targets, first, self.frictions, self.capital)
+        stamps = stamps.cpu().long()
+        ppy = dm.market.periods_per_year
+        strategy_parts, hold_parts = [], []
+        # A part of several spans (CPCV's test groups) is priced span by span, each from flat.
+        for span in dm.split.spans(part):
+            decisions = dm.span_decisions(span)
+            first = int(decisions[0])
+            targets = torch.zeros(len(decisions), dm.num_assets, dtype=torch.float64)
+            inside = (stamps >= first) & (stamps <= int(decisions[-1]))
+            targets[stamps[inside] - first] = positions[inside]
+            strategy_parts.append(backtest(dm.market, targets, first, self.frictions, self.capital))
+            if part not in self._buy_and_hold:
+                steady = buy_and_hold_targets(len(decisions), dm.num_assets)
+                hold_parts.append(backtest(dm.market, steady, first, self.frictions, self.capital))
+        strategy = concat_results(strategy_parts, ppy)
         if part not in self._buy_and_hold:  # the same every epoch: price it once per split
-            self._buy_and_hold[part] = backtest(
-                dm.market,
-                buy_and_hold_targets(len(decisions), dm.num_assets),
-                first,
-                self.frictions,
-                self.capital,
-            )
+            self._buy_and_hold[part] = concat_results(hold_parts, ppy)
         hold = self._buy_and_hold[part]
         self.reports[part] = {"strategy": strategy, "buy_and_hold": hold}
         ours = metrics_to_floats({k: v[0] for k, v in strategy.metrics.items()})

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers.cli import app_env, ctrl_c_once, read_metrics, run_app, run_folders
+from helpers.cli import app_env, ctrl_c_once, dqn_cmd, read_metrics, run_app, run_folders
 
 # An agent run small enough for tests: 60 sessions, 8 envs, 3 iterations of 8 steps.
 AGENT_TINY = [
@@ -107,26 +106,8 @@ def test_a_strategy_other_than_ddp_is_refused_for_agents_with_a_clear_message(ou
 
 
 def _agent_cmd(out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "experiments",
-        "+model=dqn",
-        "env=single_ticker",
-        "data.synthetic.sessions=60",
-        "env.num_envs=8",
-        "model.collector.frames_per_env=8",
-        "model.collector.iterations=200",
-        "model.collector.learning_starts=64",
-        "model.replay.batch_size=32",
-        "model.eval.every_n_iterations=10",
-        "model.checkpoint.every_n_iterations=10",
-        "print_config=false",
-        "quiet=true",
-        "export.enabled=false",  # export has its own tests (test_export.py)
-        f"paths.output_root={out}",
-        *extra,
-    ]
+    # export has its own tests (test_export.py)
+    return dqn_cmd(out, 200, 10, 10, "export.enabled=false", *extra)
 
 
 @pytest.mark.slow

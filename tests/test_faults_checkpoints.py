@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers.cli import app_env, read_metrics, run_app, run_folders
+from helpers.cli import app_env, dqn_cmd, read_metrics, run_app, run_folders
 from helpers.export import copy_bundle, exported
 
 from experiments.inference.bundle import BundleError
@@ -22,27 +21,7 @@ from experiments.runtime.checkpoints import checkpoint_problem, intact_checkpoin
 
 def agent_cmd(out: Path, *extra: str) -> list[str]:
     """A DQN run of 10 iterations: ``last.ckpt`` every 5, the best one by validation every 4."""
-    return [
-        sys.executable,
-        "-m",
-        "experiments",
-        "+model=dqn",
-        "env=single_ticker",
-        "data.synthetic.sessions=60",
-        "env.num_envs=8",
-        "model.collector.frames_per_env=8",
-        "model.collector.iterations=10",
-        "model.collector.learning_starts=64",
-        "model.replay.batch_size=32",
-        "model.eval.every_n_iterations=4",
-        "model.checkpoint.every_n_iterations=5",
-        "print_config=false",
-        "quiet=true",
-        "export.enabled=false",
-        "logger=none",
-        f"paths.output_root={out}",
-        *extra,
-    ]
+    return dqn_cmd(out, 10, 4, 5, "export.enabled=false", "logger=none", *extra)
 
 
 def one_paragraph(stderr: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.cli import PLUGINS, plugin_env, read_metrics, run_folders
+from helpers.cli import PLUGINS, dqn_cmd, plugin_env, read_metrics, run_folders
 
 from experiments.runtime.checkpoints import checkpoint_problem
 
@@ -21,26 +21,7 @@ LIMIT = 512 * 1024  # above every report file of this run, below its checkpoints
 
 def agent_cmd(out: Path, *extra: str) -> list[str]:
     """A DQN run of 20 iterations, ``last.ckpt`` every 4 (iterations 4, 8, ...)."""
-    return [
-        sys.executable,
-        "-m",
-        "experiments",
-        "+model=dqn",
-        "env=single_ticker",
-        "data.synthetic.sessions=60",
-        "env.num_envs=8",
-        "model.collector.frames_per_env=8",
-        "model.collector.iterations=20",
-        "model.collector.learning_starts=64",
-        "model.replay.batch_size=32",
-        "model.eval.every_n_iterations=10",
-        "model.checkpoint.every_n_iterations=4",
-        "print_config=false",
-        "quiet=true",
-        "logger=none",
-        f"paths.output_root={out}",
-        *extra,
-    ]
+    return dqn_cmd(out, 20, 10, 4, "logger=none", *extra)
 
 
 def fill_disk(at_epoch: int | None, limit: int = LIMIT) -> list[str]:

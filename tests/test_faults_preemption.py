@@ -7,38 +7,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers.cli import app_env, read_metrics, run_folders
+from helpers.cli import app_env, dqn_cmd, read_metrics, run_folders
 
 
 def agent_cmd(out: Path, *extra: str) -> list[str]:
     """A DQN run of 40 iterations with ``last.ckpt`` every 5."""
-    return [
-        sys.executable,
-        "-m",
-        "experiments",
-        "+model=dqn",
-        "env=single_ticker",
-        "data.synthetic.sessions=60",
-        "env.num_envs=8",
-        "model.collector.frames_per_env=8",
-        "model.collector.iterations=40",
-        "model.collector.learning_starts=64",
-        "model.replay.batch_size=32",
-        "model.eval.every_n_iterations=10",
-        "model.checkpoint.every_n_iterations=5",
-        "print_config=false",
-        "quiet=true",
-        "export.enabled=false",
-        "logger=none",
-        f"paths.output_root={out}",
-        *extra,
-    ]
+    return dqn_cmd(out, 40, 10, 5, "export.enabled=false", "logger=none", *extra)
 
 
 def terminated_once(cmd: list[str], watch: Path, timeout: float = 300) -> tuple[int, str]:

@@ -79,3 +79,30 @@ def run_folders(output_root: Path) -> list[Path]:
 
 def read_metrics(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text())
+
+
+def dqn_cmd(
+    out: Path, iterations: int, eval_every: int, checkpoint_every: int, *extra: str
+) -> list[str]:
+    """``python -m experiments`` of a small DQN run (8 envs x 8 frames an iteration) of
+    ``iterations`` iterations, validating every ``eval_every`` and writing ``last.ckpt`` every
+    ``checkpoint_every``, into ``out``; then the overrides ``extra``."""
+    return [
+        sys.executable,
+        "-m",
+        "experiments",
+        "+model=dqn",
+        "env=single_ticker",
+        "data.synthetic.sessions=60",
+        "env.num_envs=8",
+        "model.collector.frames_per_env=8",
+        f"model.collector.iterations={iterations}",
+        "model.collector.learning_starts=64",
+        "model.replay.batch_size=32",
+        f"model.eval.every_n_iterations={eval_every}",
+        f"model.checkpoint.every_n_iterations={checkpoint_every}",
+        "print_config=false",
+        "quiet=true",
+        f"paths.output_root={out}",
+        *extra,
+    ]

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 import polars as pl
 
 from datamodules.cache import file_fingerprint
-from datamodules.columns import BAR_COLUMNS, LOAD_COLUMNS
+from datamodules.columns import BAR_COLUMNS, LOAD_COLUMNS, column_mapping
 from datamodules.errors import ConfigError, DataError
 from datamodules.sources.base import BarSource
 
@@ -57,7 +57,9 @@ class FileSource(BarSource):
                 "csv or parquet."
             )
         object.__setattr__(self, "files", self._checked_files())
-        object.__setattr__(self, "columns", _checked_columns(self.columns))
+        object.__setattr__(
+            self, "columns", column_mapping(self.columns, "the file", "{timestamp: Date}")
+        )
         for key in ("ticker_column", "timestamp_format", "timezone"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -194,28 +196,6 @@ def _missing(key: str, path_str: str) -> DataError:
         f"{key}: file '{path_str}' does not exist (looked at {path.resolve()}). Fix the "
         "path; relative paths are taken from the folder you ran the command in."
     )
-
-
-def _checked_columns(columns: object) -> dict[str, str | None]:
-    if columns is None:
-        return {}
-    if not isinstance(columns, Mapping):
-        raise ConfigError(
-            f"data.columns is {columns!r}; map our names to the file's columns, e.g. "
-            "data.columns={timestamp: Date}."
-        )
-    unknown = sorted(str(k) for k in columns if k not in BAR_COLUMNS)
-    if unknown:
-        raise ConfigError(
-            f"data.columns has unknown key(s) {', '.join(unknown)}; known: "
-            f"{', '.join(BAR_COLUMNS)} (our names; the values are the file's column names)."
-        )
-    for ours, theirs in columns.items():
-        if theirs is not None and not isinstance(theirs, str):
-            raise ConfigError(
-                f"data.columns.{ours} is {theirs!r}; give the file's column name, or null."
-            )
-    return dict(columns)
 
 
 def read_bar_file(

@@ -32,7 +32,7 @@ from typing import ClassVar
 import numpy as np
 import polars as pl
 
-from datamodules.columns import BAR_COLUMNS, LOAD_COLUMNS
+from datamodules.columns import BAR_COLUMNS, LOAD_COLUMNS, column_mapping
 from datamodules.database.connection import Database, connect
 from datamodules.database.statements import (
     CONFIGURED,
@@ -115,7 +115,16 @@ class SQLSource(BarSource):
             object.__setattr__(self, "query", text)
         else:
             table_parts(self.table or DEFAULT_TABLE)
-        object.__setattr__(self, "columns", _checked_columns(self.columns))
+        object.__setattr__(
+            self,
+            "columns",
+            column_mapping(
+                self.columns,
+                "the table",
+                "{timestamp: ts, volume: vol}",
+                "; the ticker column is data.ticker_column",
+            ),
+        )
         if not isinstance(self.ticker_column, str) or not self.ticker_column.strip():
             raise ConfigError(
                 f"data.ticker_column is {self.ticker_column!r}; give the column of ticker names."
@@ -457,26 +466,3 @@ def _type_name(dtype: pl.DataType) -> str:
     if dtype == pl.String:
         return "text"
     return f"values of type {dtype}"
-
-
-def _checked_columns(columns: object) -> dict[str, str | None]:
-    if columns is None:
-        return {}
-    if not isinstance(columns, Mapping):
-        raise ConfigError(
-            f"data.columns is {columns!r}; map our names to the table's columns, e.g. "
-            "data.columns={timestamp: ts, volume: vol}."
-        )
-    unknown = sorted(str(k) for k in columns if k not in BAR_COLUMNS)
-    if unknown:
-        raise ConfigError(
-            f"data.columns has unknown key(s) {', '.join(unknown)}; known: "
-            f"{', '.join(BAR_COLUMNS)} (our names; the values are the table's column names; "
-            "the ticker column is data.ticker_column)."
-        )
-    for ours, theirs in columns.items():
-        if theirs is not None and (not isinstance(theirs, str) or not theirs.strip()):
-            raise ConfigError(
-                f"data.columns.{ours} is {theirs!r}; give the table's column name, or null."
-            )
-    return dict(columns)

@@ -22,6 +22,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -79,14 +80,17 @@ class Database(ABC):
     @abstractmethod
     def begin(self) -> None: ...
 
-    @abstractmethod
-    def commit(self) -> None: ...
+    # Both drivers hold a DB-API connection as ``con``: commit, rollback and close are its own.
+    con: Any
 
-    @abstractmethod
-    def rollback(self) -> None: ...
+    def commit(self) -> None:
+        self.con.commit()
 
-    @abstractmethod
-    def close(self) -> None: ...
+    def rollback(self) -> None:
+        self.con.rollback()
+
+    def close(self) -> None:
+        self.con.close()
 
     def __enter__(self) -> Database:
         return self
@@ -211,15 +215,6 @@ class DuckDB(Database):
     def begin(self) -> None:
         self.con.begin()
 
-    def commit(self) -> None:
-        self.con.commit()
-
-    def rollback(self) -> None:
-        self.con.rollback()
-
-    def close(self) -> None:
-        self.con.close()
-
 
 def _duckdb_error(err: Exception, uri: DatabaseURI, doing: str) -> DataError:
     text = _first_line(err)
@@ -322,15 +317,6 @@ class Postgres(Database):
 
     def begin(self) -> None:
         pass  # not autocommit when opened for writing: a transaction is always open
-
-    def commit(self) -> None:
-        self.con.commit()
-
-    def rollback(self) -> None:
-        self.con.rollback()
-
-    def close(self) -> None:
-        self.con.close()
 
 
 def _connect_error(err: Exception, uri: DatabaseURI) -> DataError:

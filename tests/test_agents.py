@@ -10,17 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.cli import app_env, ctrl_c_once, dqn_cmd, read_metrics, run_app, run_folders
+from helpers.cli import (
+    TINY_AGENT,
+    app_env,
+    ctrl_c_once,
+    dqn_cmd,
+    read_metrics,
+    run_app,
+    run_folders,
+)
 
 # An agent run small enough for tests: 60 sessions, 8 envs, 3 iterations of 8 steps.
 AGENT_TINY = [
-    "data.synthetic.sessions=60",
-    "env.num_envs=8",
-    "++model.collector.frames_per_env=8",
-    "++model.collector.iterations=3",
-    "++model.eval.every_n_iterations=1",
+    *TINY_AGENT,
     "++model.checkpoint.every_n_iterations=1",
-    "print_config=false",
     "quiet=true",
     "export.enabled=false",  # export has its own tests (test_export.py)
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from helpers.cli import app_env, run_app, run_folders
+from helpers.cli import TINY_AGENT, app_env, run_app, run_folders
 from helpers.configs import compose
 
 from datamodules.errors import ConfigError
@@ -28,12 +28,8 @@ from experiments.run.artifacts import BARS_AUTO_ROWS, dataset_artifact
 RUN = [
     "+model=ppo",
     "env=dual_ticker",
-    "data.synthetic.sessions=60",
-    "env.num_envs=8",
-    "++model.collector.frames_per_env=8",
+    *(o for o in TINY_AGENT if not o.startswith("++model.collector.iterations=")),
     "++model.collector.iterations=2",
-    "++model.eval.every_n_iterations=1",
-    "print_config=false",
     "quiet=true",
 ]
 

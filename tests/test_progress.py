@@ -12,7 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from helpers.agents import ppo
-from helpers.cli import run_app, run_folders
+from helpers.cli import TINY_AGENT, run_app, run_folders
 from omegaconf import OmegaConf
 
 from experiments.run.trainer import make_trainer
@@ -21,17 +21,7 @@ from modules.agents.progress import CURVES_FILE, AgentProgressBar, LearningCurve
 from modules.hardware import Hardware
 
 # A normal agent run (export on, progress bar on), small enough for the default suite.
-NORMAL_RUN = [
-    "+model=ppo",
-    "env=dual_ticker",
-    "data.synthetic.sessions=60",
-    "env.num_envs=8",
-    "++model.collector.frames_per_env=8",
-    "++model.collector.iterations=3",
-    "++model.eval.every_n_iterations=1",
-    "print_config=false",
-    "logger=none",
-]
+NORMAL_RUN = ["+model=ppo", "env=dual_ticker", *TINY_AGENT, "logger=none"]
 SCREEN_LINES = 50  # a terminal screen
 
 

@@ -10,17 +10,12 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from helpers.cli import TINY, read_metrics, run_app, run_folders
+from helpers.cli import TINY, TINY_AGENT, read_metrics, run_app, run_folders
 
 from envs.metrics import compute_metrics
 
 AGENT = [
-    "data.synthetic.sessions=60",
-    "env.num_envs=8",
-    "++model.collector.frames_per_env=8",
-    "++model.collector.iterations=3",
-    "++model.eval.every_n_iterations=1",
-    "print_config=false",
+    *TINY_AGENT,
     "export.enabled=false",
     "env.risk.loss_cut=0.002",  # stops end test episodes early: the journal closes at the close
 ]

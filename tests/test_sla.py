@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from helpers.cli import run_app, run_folders
+from helpers.cli import TINY_AGENT, run_app, run_folders
 from helpers.configs import compose
 
 from datamodules.errors import ConfigError
@@ -20,18 +20,7 @@ from experiments.config.job import check_job
 from experiments.config.schema import SLASettings
 from experiments.export import sla
 
-RUN = [
-    "+model=ppo",
-    "env=dual_ticker",
-    "data.synthetic.sessions=60",
-    "env.num_envs=8",
-    "++model.collector.frames_per_env=8",
-    "++model.collector.iterations=3",
-    "++model.eval.every_n_iterations=1",
-    "print_config=false",
-    "quiet=true",
-    "logger=none",
-]
+RUN = ["+model=ppo", "env=dual_ticker", *TINY_AGENT, "quiet=true", "logger=none"]
 CHECKS = [
     "latency_p99_us",
     "load_s",

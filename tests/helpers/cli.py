@@ -20,6 +20,18 @@ TINY = [
 ]
 
 
+# A tiny agent run (any agent family and env): 3 iterations of 8 envs x 8 frames, a
+# validation pass after each. Add the model, the env and what the test needs.
+TINY_AGENT = [
+    "data.synthetic.sessions=60",
+    "env.num_envs=8",
+    "++model.collector.frames_per_env=8",
+    "++model.collector.iterations=3",
+    "++model.eval.every_n_iterations=1",
+    "print_config=false",
+]
+
+
 def app_env() -> dict:
     """The environment the app runs in for tests: W&B offline and quiet, no inherited rank."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}

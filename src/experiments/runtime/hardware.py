@@ -8,6 +8,7 @@ a GPU config on a machine without a CUDA device. Everything downstream takes the
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -111,8 +112,35 @@ def _strategy(config):
     return config
 
 
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+NVML_LIBRARY = "libnvidia-ml.so.1"  # what torch.cuda loads for its NVML-based device count
+
+
+def skip_a_failing_nvml_check() -> bool:
+    """Turn torch's NVML-based CUDA check off where NVML cannot be loaded; True if it did.
+
+    Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` when imported, so that
+    ``torch.cuda.is_available()`` asks NVML instead of initialising CUDA (which would break
+    forked workers). Without NVML's library (a machine with no NVIDIA driver) the ask fails
+    and torch falls back to the CUDA runtime's count anyway, after a failed ``dlopen`` every
+    time: about 30 us a call, and Adam/AdamW make the call at every optimizer step (their
+    graph-capture check), 5% of a DQN iteration on a CPU. There the setting protects nothing,
+    so it is set to 0; the answer of ``is_available()`` is the same either way."""
+    import lightning_fabric  # noqa: F401 (sets the variable on import: do it first)
+
+    if os.environ.get(NVML_CHECK) != "1":
+        return False
+    try:
+        ctypes.CDLL(NVML_LIBRARY)
+    except OSError:
+        os.environ[NVML_CHECK] = "0"
+        return True
+    return False
+
+
 def resolve_hardware(cfg: DictConfig | Mapping) -> Hardware:
     """The run's :class:`~modules.hardware.Hardware` from ``cfg.hardware`` (see module doc)."""
+    skip_a_failing_nvml_check()
     hw = _plain(cfg)
     accelerator = str(hw.get("accelerator", "cpu"))
     if accelerator in GPU_ACCELERATORS and not torch.cuda.is_available():

@@ -58,6 +58,7 @@ from modules.agents.ddp import agent_strategy, check_agent_hardware
 from modules.agents.num_envs import agent_threads, resolve_num_envs
 from modules.agents.progress import AgentProgressBar, LearningCurves
 from modules.agents.rollouts import EpisodeTracker, Rollouts
+from modules.agents.step_metrics import publish_step
 from modules.carry import Layout
 from modules.collectives import all_gather, gather_to_rank_zero, sum_over_ranks, weights_digest
 from modules.family import (
@@ -73,6 +74,8 @@ from modules.hardware import Hardware
 from modules.signature import Inference
 
 log = logging.getLogger(__name__)
+# Lightning progress-bar names of some train/* numbers (short name -> key), as prog_bar=True logs.
+_PROGRESS_BAR = {"fps": "train/fps", "ep_ret": "train/episode_return"}
 
 # Metrics logged for validation and test (the simulator's names), plus `score`.
 LOGGED = (
@@ -483,14 +486,10 @@ class AgentModule(pl.LightningModule):
         logged.update({f"train/risk_{rule}": fired[i].float() for i, rule in enumerate(rules)})
         if returns.numel():
             logged["train/episode_return"] = returns.mean()
-        self.log_dict(logged, on_step=True, on_epoch=False, batch_size=1)
-        self.last_logged = logged  # this iteration's numbers, for learning_curves.csv
-        bar = {"fps": logged["train/fps"]}
-        if returns.numel():
-            bar["ep_ret"] = logged["train/episode_return"]
-        self.log_dict(bar, prog_bar=True, logger=False, on_step=True, batch_size=1)
         if self.max_iterations is None and self.episodes >= int(self.collector_cfg.episodes):
             self.trainer.should_stop = True  # the length is in episodes (RunLength)
+        self.last_logged = logged  # this iteration's numbers, for learning_curves.csv
+        publish_step(self, logged, bar=_PROGRESS_BAR)
 
     def _nonfinite(self, stats: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
         params = [n for n, p in self.named_parameters() if not bool(torch.isfinite(p).all())]

@@ -301,7 +301,8 @@ class DQNModule(AgentModule):
         index, info = replay._sampler.sample(replay._storage, int(self.replay_cfg.batch_size))
         device = next(iter(stored.values())).device
         index = torch.as_tensor(index, device=device)
-        rows = {key: stored[key][index] for key in _LOSS_KEYS if key in stored}
+        # index_select: the same rows as stored[key][index], without advanced indexing's cost.
+        rows = {key: stored[key].index_select(0, index) for key in _LOSS_KEYS if key in stored}
         weights = info.get("priority_weight")
         if weights is not None:
             rows["priority_weight"] = torch.as_tensor(weights, device=device)

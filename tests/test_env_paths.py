@@ -145,8 +145,8 @@ def test_the_default_config_compiles_large_batches_only_and_logs_the_choice(pair
     with caplog.at_level(logging.INFO, logger="envs.trading"):
         small = make_env(pair.market, pair.split.train, cfg, num_envs=64)
         large = make_env(pair.market, pair.split.train, cfg, num_envs=COMPILE_MIN_ENVS)
-    assert not small.compiled and small._step_fn == small.transition
-    assert large.compiled and large._step_fn != large.transition  # compiles at its first step
+    assert not small.compiled and small._step_fn == small._step_outputs
+    assert large.compiled and large._step_fn != large._step_outputs  # compiles at its first step
     assert large.compile_seconds is None
     logged = caplog.text
     assert (

@@ -180,7 +180,7 @@ def test_the_evaluation_env_is_float64_uncompiled_over_the_whole_split(configs, 
     training = with_section(training, "episode", length=10, random_start=True)
     factory = checked_factory(training, market)
     env = factory(span, num_envs=3, evaluation=True)
-    assert env.evaluation and not env.compiled and env._step_fn == env.transition
+    assert env.evaluation and not env.compiled and env._step_fn == env._step_outputs
     assert env.acct_dtype == torch.float64 and env.num_envs == 3
     assert env.episode.length is None and not env.episode.random_start
     assert env.length == span[1] - 1 - span[0]

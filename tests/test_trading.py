@@ -579,8 +579,8 @@ def test_compiled_step_matches_eager(one) -> None:
     cfg = env_cfg(dtype="float64", risk=ALL_RULES, episode={"length": 100})
     eager = make_env(one.market, one.split.train, cfg, num_envs=4, seed=3)
     compiled = make_env(one.market, one.split.train, {**cfg, "compile": True}, num_envs=4, seed=3)
-    assert compiled.compiled and compiled._step_fn is not compiled.transition
-    assert not eager.compiled and eager._step_fn == eager.transition
+    assert compiled.compiled and compiled._step_fn is not compiled._step_outputs
+    assert not eager.compiled and eager._step_fn == eager._step_outputs
     actions = random_actions(eager, 60, seed=15)
     mask = TensorDict({"_reset": torch.tensor([[True], [False], [True], [False]])}, [4])
     results = []

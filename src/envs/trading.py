@@ -258,10 +258,10 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self._make_specs()
         self._set_seed(seed)
         self._init_state()
-        self._step_fn = self.transition
+        self._step_fn = self._step_outputs
         self._reset_fn = self.reset_state
         if self.compiled:  # fuse the pure step and reset into a few kernels
-            self._compiled_step = torch.compile(self.transition, dynamic=False)
+            self._compiled_step = torch.compile(self._step_outputs, dynamic=False)
             self._compiled_reset = torch.compile(self.reset_state, dynamic=False)
             self._step_fn = self._first_compiled_step
             self._reset_fn = self._first_compiled_reset
@@ -468,17 +468,19 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
     # ------------------------------------------------------------------ step
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = tensordict.get("action").reshape(self.num_envs).long()
-        self.state, obs, reward, info, terminated, truncated = self._step_fn(self.state, action)
+        self.state, obs, reward, info, done, terminated, truncated, _ = self._step_fn(
+            self.state, action
+        )
         self._check_reward_scale(reward)
         # Shapes and devices are right by construction: skip TensorDict's per-value checks.
         return TensorDict._new_unsafe(
             {
                 "observation": obs,
-                "reward": reward.unsqueeze(-1),
+                "reward": reward,
                 "info": info,
-                "done": (terminated | truncated).unsqueeze(-1),
-                "terminated": terminated.unsqueeze(-1),
-                "truncated": truncated.unsqueeze(-1),
+                "done": done,
+                "terminated": terminated,
+                "truncated": truncated,
             },
             batch_size=self.batch_size,
             device=self.device,
@@ -492,7 +494,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
             out = self._compiled_step(state, action)
         except Exception as err:  # no C++ compiler, an inductor failure: eager is exact
             self._compile_failed(err)
-            return self.transition(state, action)
+            return self._step_outputs(state, action)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.compile_seconds = time.perf_counter() - start
@@ -514,7 +516,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         """torch.compile could not build the step: the env steps eagerly (the same numbers)."""
         self.compiled = False
         self.compile_reason = f"the compile failed: {type(err).__name__}"
-        self._step_fn, self._reset_fn = self.transition, self.reset_state
+        self._step_fn, self._reset_fn = self._step_outputs, self.reset_state
         log.warning(
             "env: torch.compile of the step failed (%s: %s); stepping eagerly instead "
             "(set env.compile=false to skip the attempt)",
@@ -541,26 +543,23 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
             return super().step_and_maybe_reset(tensordict)
         n, dev = self.batch_size, self.device
         action = tensordict.get("action").reshape(self.num_envs).long()
-        self.state, obs, reward, info, terminated, truncated = self._step_fn(self.state, action)
+        self.state, obs, reward, info, mask, terminated, truncated, any_done = self._step_fn(
+            self.state, action
+        )
         self._check_reward_scale(reward)
-        done = terminated | truncated
-        flags = {
-            "done": done.unsqueeze(-1),
-            "terminated": terminated.unsqueeze(-1),
-            "truncated": truncated.unsqueeze(-1),
-        }
+        flags = {"done": mask, "terminated": terminated, "truncated": truncated}
         info_td = TensorDict._new_unsafe(info, batch_size=n, device=dev)
         step = TensorDict._new_unsafe(
-            {"observation": obs, "reward": reward.unsqueeze(-1), "info": info_td, **flags},
+            {"observation": obs, "reward": reward, "info": info_td, **flags},
             batch_size=n,
             device=dev,
         )
         tensordict._set_str("next", step, validated=True, inplace=False)
         carried = {k: v for k, v in tensordict.items() if k not in _NOT_CARRIED}
-        zeros = torch.zeros((*n, 1), dtype=torch.bool, device=dev)
         root = {"observation": obs, "info": info_td, **flags}
-        if bool(done.any()):  # the one host sync, as TorchRL's maybe_reset
-            mask = done.unsqueeze(-1)
+        if bool(any_done):  # the one host sync, as TorchRL's maybe_reset
+            done = mask.squeeze(-1)
+            zeros = torch.zeros((*n, 1), dtype=torch.bool, device=dev)
             reset_obs = self._reset_envs(done)
             fresh = self._zero_info()
             root = {
@@ -595,8 +594,26 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
         """Step every env with ``action`` (N,): (reward, info, terminated, truncated)."""
-        self.state, _, reward, info, terminated, truncated = self._step_fn(self.state, action)
-        return reward, info, terminated, truncated
+        self.state, _, reward, info, _, terminated, truncated, _ = self._step_fn(self.state, action)
+        return reward.squeeze(-1), info, terminated.squeeze(-1), truncated.squeeze(-1)
+
+    def _step_outputs(self, state: dict[str, torch.Tensor], action: torch.Tensor):
+        """:meth:`transition` packed as the step's TensorDicts take it: (new state,
+        observation, reward (N, 1), info, done (N, 1), terminated (N, 1), truncated (N, 1),
+        whether any env is done (0-d)). The env's one step function, so the compiled step
+        does the packing inside its kernel instead of as eager ops after it."""
+        new, obs, reward, info, terminated, truncated = self.transition(state, action)
+        done = terminated | truncated
+        return (
+            new,
+            obs,
+            reward.unsqueeze(-1),
+            info,
+            done.unsqueeze(-1),
+            terminated.unsqueeze(-1),
+            truncated.unsqueeze(-1),
+            done.any(),
+        )
 
     def transition(self, state: dict[str, torch.Tensor], action: torch.Tensor):
         """Decide at the close of bar t, fill at the open of t+1, mark at its close.

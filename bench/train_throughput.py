@@ -41,6 +41,11 @@ Fairness rules (the same work per frame on both sides, as far as the algorithms 
   100k-transition buffer for both. Our DQN runs as configured (prioritized replay, 3-step
   returns, double DQN) and, in an extra row, SB3's algorithm (uniform replay, 1-step, no
   double DQN).
+* no row pays torch's NVML-based CUDA check at each optimizer step (Lightning's import turns
+  it on; on a machine without NVML it is a failed ``dlopen`` per call, which SB3 run alone
+  never makes): it is turned off before the first row where NVML cannot be loaded
+  (``experiments.runtime.hardware.skip_a_failing_nvml_check``; ``nvml_check_skipped`` in the
+  JSON).
 * the same process and machine; SB3 at ``torch.set_num_threads(--threads)`` (default 2),
   ours at the app's policy for agents (1 thread below 512 envs on CPU, else the same).
 
@@ -879,6 +884,12 @@ def main(argv: list[str] | None = None) -> int:
     import stable_baselines3
     import torchrl
 
+    from experiments.runtime.hardware import skip_a_failing_nvml_check
+
+    # Importing Lightning turns on torch's NVML-based CUDA check, which on a machine without
+    # NVML costs every optimizer step a failed dlopen; SB3 alone never pays it. Our runs turn
+    # it off (resolve_hardware); turn it off before any row, so no row, SB3's or ours, pays.
+    nvml_check_skipped = skip_a_failing_nvml_check()
     meta = {
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -897,6 +908,7 @@ def main(argv: list[str] | None = None) -> int:
         "wait_idle": args.wait_idle,
         "retries": args.retries,
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "nvml_check_skipped": nvml_check_skipped,
         "git": _git_state(),
     }
     log(f"{'quick' if args.quick else 'full'} run, {meta['torch_threads']} torch thread(s)")

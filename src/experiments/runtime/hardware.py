@@ -124,8 +124,9 @@ def skip_a_failing_nvml_check() -> bool:
     forked workers). Without NVML's library (a machine with no NVIDIA driver) the ask fails
     and torch falls back to the CUDA runtime's count anyway, after a failed ``dlopen`` every
     time: about 30 us a call, and Adam/AdamW make the call at every optimizer step (their
-    graph-capture check), 5% of a DQN iteration on a CPU. There the setting protects nothing,
-    so it is set to 0; the answer of ``is_available()`` is the same either way."""
+    graph-capture check): 5% of an iteration of an agent making many small updates on a CPU.
+    There the setting protects nothing, so it is set to 0; the answer of ``is_available()`` is
+    the same either way."""
     import lightning_fabric  # noqa: F401 (sets the variable on import: do it first)
 
     if os.environ.get(NVML_CHECK) != "1":

@@ -88,8 +88,9 @@ def test_log_every_n_steps_thins_the_logger_as_lightning_does(tmp_path):
 
 
 def test_as_floats_keeps_the_order_and_the_values():
-    values = {"b": torch.tensor(2.5), "a": 1, "c": torch.tensor([[4.0]], dtype=torch.float64)}
-    assert as_floats(values) == {"b": 2.5, "a": 1.0, "c": 4.0}
+    precise = 1.0 + 2.0**-40  # not a float32
+    values = {"b": torch.tensor(2.5), "a": 1, "c": torch.tensor([[precise]], dtype=torch.float64)}
+    assert as_floats(values) == {"b": 2.5, "a": 1.0, "c": precise}
     assert list(as_floats(values)) == ["b", "a", "c"]
 
 

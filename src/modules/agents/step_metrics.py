@@ -7,13 +7,14 @@ reduced every call): 7 ms of a 50 ms DQN iteration. :func:`publish_step` does wh
 ends in, for values logged ``on_step=True, on_epoch=False`` (an agent's): one host transfer for
 the whole dict, then
 
-* ``trainer.callback_metrics`` (0-d float tensors): what progress bars, checkpoint monitors,
+* ``trainer.callback_metrics`` (0-d float64 tensors): what progress bars, checkpoint monitors,
   early stopping and the run's result (the sweeper's objective) read;
 * ``trainer.logged_metrics``, and every ``log_every_n_steps`` iterations each logger's
   ``log_metrics`` at the step Lightning uses for step-level logs (through the trainer's own
   logger connector, so the ``epoch`` entry and the step are Lightning's).
 
-Values reach the loggers as floats, exactly the numbers ``log_dict`` would send.
+Values reach the loggers as floats: tensor values exactly as ``log_dict`` sends them, Python
+numbers (frames, frames/s) at double precision where ``log_dict`` first rounds them to float32.
 """
 
 from __future__ import annotations
@@ -25,11 +26,17 @@ import torch
 
 
 def as_floats(metrics: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
-    """Every value as a Python float, with one host transfer for all tensor values."""
-    keys = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
-    out = {k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)}
-    if keys:
-        stacked = torch.stack([metrics[k].detach().reshape(()).float().cpu() for k in keys])
+    """Every value as a Python float, with one host transfer per device for the tensor
+    values (one stack per device, read at once)."""
+    by_device: dict[torch.device, list[str]] = {}
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            by_device.setdefault(value.device, []).append(key)
+        else:
+            out[key] = float(value)
+    for keys in by_device.values():
+        stacked = torch.stack([metrics[k].detach().reshape(()).double() for k in keys])
         out.update(zip(keys, stacked.tolist(), strict=True))
     return {k: out[k] for k in metrics}  # the caller's order
 
@@ -53,7 +60,7 @@ def publish_step(
         return
     bar = {name: key for name, key in (bar or {}).items() if key in metrics}
     values = as_floats(metrics)
-    tensors = {k: torch.tensor(v) for k, v in values.items()}
+    tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
     trainer.callback_metrics.update(tensors)
     trainer.logged_metrics.update(tensors)
     trainer.progress_bar_metrics.update({name: values[key] for name, key in bar.items()})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -11,25 +10,14 @@ import os
 import numpy as np
 import polars as pl
 import pytest
+from helpers.markets import daily_bars
 
 from datamodules.cache import cache_key, cached_frame, file_fingerprint
 from datamodules.sources import FileSource, SampleSource
 
 
 def _write_daily(path, n: int = 300, seed: int = 0, scale: float = 50.0) -> pl.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = scale * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = close * np.exp(rng.normal(0, 0.004, n))
-    frame = pl.DataFrame(
-        {
-            "timestamp": [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(n)],
-            "open": open_,
-            "high": np.maximum(open_, close) * 1.003,
-            "low": np.minimum(open_, close) * 0.997,
-            "close": close,
-            "volume": rng.integers(100, 10_000, n).astype(float),
-        }
-    )
+    frame = daily_bars(n, seed, scale)
     frame.write_csv(path)
     return frame
 

@@ -8,25 +8,12 @@ import logging
 
 import pytest
 import torch
-from helpers.envs import checked_factory, env_cfg, make_env
+from helpers.envs import ENDING_RULES, checked_factory, env_cfg, make_env
 from helpers.markets import synthetic_data
 from torchrl.envs import EnvBase
 
 from datamodules.errors import ConfigError
 from envs.trading import COMPILE_MIN_ENVS, TradingEnv, compile_choice
-
-# Tight loss cuts and profit locks end episodes at different steps, so most steps reset
-# some envs; every other rule is on too.
-ENDING_RULES = {
-    "max_daily_drawdown": 0.01,
-    "drawdown_penalty": 1.0,
-    "turnover_cap_hour": 3.0,
-    "turnover_cap_session": 10.0,
-    "loss_cut": 0.01,
-    "profit_lock": 0.01,
-    "max_gross_exposure": 1.0,
-    "max_position": 1.0,
-}
 
 
 @pytest.fixture(scope="module")

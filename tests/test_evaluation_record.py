@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.envs import env_factory
+from helpers.envs import ENDING_RULES, env_factory
 from helpers.markets import synthetic_data
 
 from envs.evaluation import evaluate_policy
-
-# Loss cuts and profit locks end episodes early, so the stay-flat rule is exercised.
-RULES = {
-    "max_daily_drawdown": 0.01,
-    "drawdown_penalty": 1.0,
-    "turnover_cap_hour": 3.0,
-    "turnover_cap_session": 10.0,
-    "loss_cut": 0.01,
-    "profit_lock": 0.01,
-    "max_gross_exposure": 1.0,
-    "max_position": 1.0,
-}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +57,9 @@ def stepped(policy, make_env, span, paths: int) -> tuple[dict, dict]:
 @pytest.mark.parametrize("paths", [1, 5])
 @pytest.mark.parametrize("rules", ["off", "ending"])
 def test_the_record_is_the_step_by_step_record_bitwise(pair, paths, rules) -> None:
-    factory = env_factory(pair.market, "dual_ticker", risk=RULES if rules == "ending" else {})
+    factory = env_factory(
+        pair.market, "dual_ticker", risk=ENDING_RULES if rules == "ending" else {}
+    )
     gen = torch.Generator()
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
@@ -95,7 +85,7 @@ def test_the_record_holds_what_the_trade_journal_reads(pair) -> None:
     """Shares, fill and mark prices, each cost component per asset and the bars that ended an
     episode: the per-asset costs add up to the pass's total cost of every bar (which the env
     reports in float32 basis points), and an ended episode pays nothing more."""
-    factory = env_factory(pair.market, "dual_ticker", risk=RULES)
+    factory = env_factory(pair.market, "dual_ticker", risk=ENDING_RULES)
     gen = torch.Generator().manual_seed(0)
 
     def policy(obs: torch.Tensor) -> torch.Tensor:

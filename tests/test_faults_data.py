@@ -4,30 +4,12 @@ CSV that cannot be parsed names the line; positions are the line numbers an edit
 
 from __future__ import annotations
 
-import datetime as dt
-
-import numpy as np
 import polars as pl
 import pytest
+from helpers.markets import daily_bars
 
 from datamodules.errors import DataError
 from datamodules.sources import FileSource
-
-
-def daily(n: int, seed: int = 0) -> pl.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = close * np.exp(rng.normal(0, 0.004, n))
-    return pl.DataFrame(
-        {
-            "timestamp": [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(n)],
-            "open": open_,
-            "high": np.maximum(open_, close) * 1.003,
-            "low": np.minimum(open_, close) * 0.997,
-            "close": close,
-            "volume": rng.integers(100, 10_000, n).astype(float),
-        }
-    )
 
 
 def refused(path, **kw) -> str:
@@ -46,7 +28,7 @@ def refused(path, **kw) -> str:
 
 def test_a_file_too_short_for_the_warmup_and_window_says_how_many_bars_it_needs(tmp_path):
     path = tmp_path / "googl.csv"
-    daily(40).write_csv(path)
+    daily_bars(40).write_csv(path)
     message = refused(path)
     assert "GOOGL has 40 bars of 1d" in message
     assert "warm-up uses the first 60" in message and "data.window=16" in message
@@ -56,7 +38,7 @@ def test_a_file_too_short_for_the_warmup_and_window_says_how_many_bars_it_needs(
 
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
 def test_a_non_finite_price_is_called_non_finite_once(tmp_path, value):
-    frame = daily(120)
+    frame = daily_bars(120)
     close = frame["close"].to_list()
     close[9] = value
     path = tmp_path / "googl.csv"
@@ -70,7 +52,7 @@ def test_a_non_finite_price_is_called_non_finite_once(tmp_path, value):
 
 def test_a_ragged_csv_line_is_named(tmp_path):
     path = tmp_path / "googl.csv"
-    daily(120).write_csv(path)
+    daily_bars(120).write_csv(path)
     lines = path.read_text().splitlines()
     lines[7] += ",42"
     path.write_text("\n".join(lines) + "\n")
@@ -80,7 +62,7 @@ def test_a_ragged_csv_line_is_named(tmp_path):
 
 def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path):
     path = tmp_path / "googl.csv"
-    daily(120).write_csv(path)
+    daily_bars(120).write_csv(path)
     lines = path.read_text().splitlines()
     cells = lines[30].split(",")
     cells[1] = '"' + cells[1]
@@ -91,7 +73,7 @@ def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path):
 
 def test_a_bad_value_is_named_by_the_line_an_editor_shows(tmp_path):
     path = tmp_path / "googl.csv"
-    daily(120).write_csv(path)
+    daily_bars(120).write_csv(path)
     lines = path.read_text().splitlines()
     cells = lines[41].split(",")
     cells[2] = "12,5".replace(",", ";")  # not a number
@@ -103,7 +85,7 @@ def test_a_bad_value_is_named_by_the_line_an_editor_shows(tmp_path):
 
 
 def test_a_parquet_file_is_named_by_row(tmp_path):
-    frame = daily(120)
+    frame = daily_bars(120)
     frame = frame.with_columns(
         pl.when(pl.int_range(pl.len()) == 4).then(0.0).otherwise(pl.col("open")).alias("open")
     )

@@ -23,6 +23,17 @@ from envs.factory import EnvFactory
 from envs.trading import TradingEnv
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+# Every risk rule on, with tight loss cuts and profit locks: episodes end at different steps.
+ENDING_RULES = {
+    "max_daily_drawdown": 0.01,
+    "drawdown_penalty": 1.0,
+    "turnover_cap_hour": 3.0,
+    "turnover_cap_session": 10.0,
+    "loss_cut": 0.01,
+    "profit_lock": 0.01,
+    "max_gross_exposure": 1.0,
+    "max_position": 1.0,
+}
 ENV_CONF = CONF / "env"
 
 

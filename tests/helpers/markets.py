@@ -3,9 +3,11 @@ chosen by a test."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import numpy as np
+import polars as pl
 
 from datamodules.market import Market
 from datamodules.pipeline import MarketData
@@ -67,4 +69,22 @@ def crafted(
         time_feature_names=(),
         sigma=np.full((n, a), 0.01),
         adv=np.full((n, a), 1e6),
+    )
+
+
+def daily_bars(n: int, seed: int = 0, scale: float = 50.0) -> pl.DataFrame:
+    """``n`` daily OHLCV bars from 2020-01-01 as a file holds them (a random walk of closes
+    starting near ``scale``, opens off the close, highs and lows around both)."""
+    rng = np.random.default_rng(seed)
+    close = scale * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = close * np.exp(rng.normal(0, 0.004, n))
+    return pl.DataFrame(
+        {
+            "timestamp": [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(n)],
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.003,
+            "low": np.minimum(open_, close) * 0.997,
+            "close": close,
+            "volume": rng.integers(100, 10_000, n).astype(float),
+        }
     )

@@ -261,8 +261,10 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self._step_fn = self._step_outputs
         self._reset_fn = self.reset_state
         if self.compiled:  # fuse the pure step and reset into a few kernels
-            self._compiled_step = torch.compile(self._step_outputs, dynamic=False)
-            self._compiled_reset = torch.compile(self.reset_state, dynamic=False)
+            # The batch shapes never change, so the graphs are static either way; dynamic=None
+            # (not False) spares each call torch's per-call config patch (~8 us).
+            self._compiled_step = torch.compile(self._step_outputs, dynamic=None)
+            self._compiled_reset = torch.compile(self.reset_state, dynamic=None)
             self._step_fn = self._first_compiled_step
             self._reset_fn = self._first_compiled_reset
         log.log(
@@ -675,7 +677,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
             **pre_state,
             **post_state,
             **reward_state,
-            "trigger_counts": state["trigger_counts"] + fired.sum(0),
+            "trigger_counts": state["trigger_counts"] + _count_fired(fired),
         }
         info = {
             "pnl": ((bar.pnl + bar.total_cost) * bps).to(torch.float32).unsqueeze(-1),
@@ -723,6 +725,19 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
 # Root entries TorchRL's step_mdp does not carry into the next step's input (the env writes
 # its own observation, info and done flags there).
 _NOT_CARRIED = frozenset({"next", "reward", "_reset", "observation", "info", *DONE_KEYS})
+
+
+def _count_fired(fired: torch.Tensor) -> torch.Tensor:
+    """How many envs fired each rule: ``fired.sum(0)`` of the (N, R) trigger flags, counted
+    from one bit code per env. The same counts; compiled, it is one pass over N int codes
+    instead of a reduction over N rows of R bools, which inductor loads lane by lane (10% of
+    a compiled step at 65,536 envs, measured)."""
+    rules = fired.shape[-1]
+    if rules > 62 or not torch.compiler.is_compiling():  # eager: one op is cheapest
+        return fired.sum(0)  # (an int64 code holds the bits of at most 62 rules)
+    bits = torch.arange(rules, device=fired.device, dtype=torch.int64)
+    code = (fired.to(torch.int64) << bits).sum(-1)
+    return ((code.unsqueeze(-1) >> bits) & 1).sum(0)
 
 
 def _rows(mask: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

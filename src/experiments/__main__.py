@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments.config.groups import CONF_DIR, conf_dirs, rewrite_shorthand, searchpath_from_args
+from experiments.config.overrides import unknown_key_error
 from experiments.config.resolvers import register_resolvers
 from experiments.run.entry import run
 from experiments.runtime.exits import run_command
@@ -25,4 +26,8 @@ if __name__ == "__main__":
     # `env.actions=sizing` selects conf/env/actions/sizing.yaml, as `env/actions=sizing` does.
     args = sys.argv[1:]
     sys.argv[1:] = rewrite_shorthand(args, conf_dirs(searchpath_from_args(args)))
+    typo = unknown_key_error(sys.argv[1:])  # a key the config lacks: one paragraph, not Hydra's
+    if typo is not None:
+        print(f"Error: {typo}", file=sys.stderr)
+        sys.exit(2)
     run_command(main)  # exits promptly with main's status, whatever W&B's service does

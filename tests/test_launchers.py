@@ -4,11 +4,14 @@ presets in conf/hparams_search/, and each job's share of the cores."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
-from helpers.cli import TINY, read_metrics, run_app, run_folders
+from helpers.cli import TINY, app_env, read_metrics, run_app, run_folders
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
@@ -71,8 +74,10 @@ def test_joblib_sweep_runs_each_job_in_its_own_wandb_run_in_one_group(out):
 
 
 # ------------------------------------------------------------------ Optuna
-@pytest.mark.slow  # moved out of the default suite (its time); CI runs it
-def test_lstm_optuna_preset_reports_the_best_trial_of_its_study(out):
+@pytest.fixture(scope="module")
+def lstm_study(tmp_path_factory) -> Path:
+    """The outputs of a finished two-trial study of the lstm_optuna preset."""
+    out = tmp_path_factory.mktemp("study") / "outputs"
     done = run_app(
         "+model=lstm",
         "hparams_search=lstm_optuna",
@@ -81,6 +86,12 @@ def test_lstm_optuna_preset_reports_the_best_trial_of_its_study(out):
         output_root=out,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow  # moved out of the default suite (its time); CI runs it
+def test_lstm_optuna_preset_reports_the_best_trial_of_its_study(lstm_study):
+    out = lstm_study
     sweep = _sweep_dir(out)  # the preset sets hydra.mode=MULTIRUN: no -m needed
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     folders = run_folders(out)
@@ -103,6 +114,30 @@ def test_lstm_optuna_preset_reports_the_best_trial_of_its_study(out):
     [group] = {r["group"] for r in runs}
     assert group == f"lstm_optuna-{sweep.parent.name}-{sweep.name}"
     assert not any("hparams_search" in r["name"] for r in runs)
+
+
+@pytest.mark.slow
+def test_compare_of_an_optuna_study_ranks_its_trials_by_the_study_metric(lstm_study, tmp_path):
+    sweep = _sweep_dir(lstm_study)
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.compare", str(sweep), "--metric", "val/sharpe"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=app_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 runs in 2 configurations, sorted by val/sharpe" in done.stdout
+    table = pl.read_csv(sweep / "comparison.csv", infer_schema_length=0)
+    keys = table.columns[: table.columns.index("n")]
+    # The columns are the sampled parameters the two trials differ in (a choice may repeat).
+    assert keys and set(keys) <= set(results["best_params"])
+    best = table.row(0, named=True)
+    assert float(best["val/sharpe mean"]) == pytest.approx(results["best_value"], rel=1e-9)
+    for key in keys:
+        assert float(best[key]) == pytest.approx(float(results["best_params"][key]))
 
 
 @pytest.mark.slow

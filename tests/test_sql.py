@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 
 import numpy as np
 import polars as pl
@@ -154,7 +155,12 @@ def test_the_time_range_is_counted_by_the_database_and_read_in_partitions(databa
         pl.col("timestamp").is_between(dt.datetime(2004, 6, 1), dt.datetime(2006, 5, 31))
     )
     # the probe's row count is the database's own count of the range: the range is in the SQL
-    assert version == [inside.height, "2004-06-01T00:00:00", "2006-05-31T00:00:00"]
+    assert version[:3] == [inside.height, "2004-06-01T00:00:00", "2006-05-31T00:00:00"]
+    # ... and its digest the exact sum of each column of the range in millionths
+    assert version[3:] == [
+        str(sum(math.floor(x * 1_000_000) for x in inside[c].to_list()))
+        for c in ("open", "high", "low", "close", "volume")
+    ]
     with caplog.at_level(logging.INFO, logger="datamodules.sources.sql"):
         parts = ranged.load()
     assert "(8 partitions)" in caplog.text
@@ -214,6 +220,34 @@ def test_appended_rows_rebuild_the_features_and_an_unchanged_table_reuses_them(
         grown.market.num_bars
         == first.market.num_bars + bars.filter(pl.col("timestamp") >= cut).height
     )
+    assert build().cache_hit
+
+
+def test_a_bar_corrected_in_place_rebuilds_the_features(database_uri, tmp_path):
+    # The row count and the first and last bar stay as they were: only the digest sees it.
+    bars = sample_table(database_uri, ["MSFT"])
+    cache = str(tmp_path / "cache")
+
+    def build():
+        return SQLSource(tickers=["MSFT"], uri=database_uri, bar_size="1d", cache_dir=cache).build()
+
+    first = build()
+    assert build().cache_hit
+    day = bars["timestamp"][bars.height // 2]
+    close = float(bars.filter(pl.col("timestamp") == day)["close"][0])
+    fixed = round(close * 1.01, 4)
+    with connect(parse_uri(database_uri), write=True) as db:
+        db.execute(
+            f"UPDATE bars SET close = {fixed}, high = greatest(high, {fixed}) "
+            f"WHERE ticker = 'MSFT' AND timestamp = '{day.isoformat()}'"
+        )
+        db.commit()
+    corrected = build()
+    assert not corrected.cache_hit
+    assert corrected.market.num_bars == first.market.num_bars
+    row = int(np.flatnonzero(corrected.market.timestamps == np.datetime64(day))[0])
+    assert corrected.market.close[row, 0] == pytest.approx(fixed)
+    assert first.market.close[row, 0] == pytest.approx(close)
     assert build().cache_hit
 
 

@@ -13,10 +13,14 @@ one of the tickers AND timestamp >= lower AND timestamp < upper``, and a query m
 partitions of ``partition_days`` days, one query each.
 
 The feature cache key holds the URI without credentials, the table or query, the mapping and
-a cheap data-version probe: per ticker, the row count and the first and last timestamp in the
-range (one grouped query), so appended rows rebuild the features and an unchanged table
-reuses them. The read stops at the probed last timestamp, so the features always match the
-key they are stored under.
+a data-version probe: per ticker, the row count, the first and last timestamp in the range and
+an exact digest of the prices and volumes (one query: each column's sum in whole millionths,
+which the database adds exactly and in any order). Appended rows, and bars corrected in place,
+rebuild the features; an unchanged table reuses them. The digest makes the probe read the rows
+themselves: for 5M rows of 100 tickers it takes 0.90 s instead of 0.60 s on PostgreSQL and
+0.16 s instead of 0.06 s in DuckDB, against a read of about 3 s and 0.5 s. A correction smaller
+than a millionth of a price, or a moved timestamp inside the range, is not seen. The read stops
+at the probed last timestamp, so the features always match the key they are stored under.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "bars"
 LISTED = 20  # tickers named in a message at most
+DIGEST_COLUMNS = ("open", "high", "low", "close", "volume")  # summed exactly by the probe
+DIGEST_SCALE = 1_000_000  # the probe sums values in millionths (integers: exact, any order)
+DIGEST_LIMIT = 9e12  # |values| summed (NaN, inf and larger ones are left to the validation)
 
 
 @dataclass(frozen=True)
@@ -205,15 +212,17 @@ class SQLSource(BarSource):
             selected = self._columns(db, relation, values)
             tcol, scol = selected["ticker"], selected["timestamp"]
             v = values()
+            digest = [selected[c] for c in DIGEST_COLUMNS]
             found = db.read(
-                v.bound_statement(_probe_sql(relation, self.query, v, tcol, scol)),
+                v.bound_statement(_probe_sql(relation, self.query, v, tcol, scol, digest)),
                 f"probing {relation.label}",
             )
             found = found.with_columns(
                 _naive(found["first"], self.timezone), _naive(found["last"], self.timezone)
             )
             versions = {
-                str(t): [int(n), _iso(first), _iso(last)] for t, n, first, last in found.iter_rows()
+                str(t): [int(n), _iso(first), _iso(last), *map(_exact, sums)]
+                for t, n, first, last, *sums in found.iter_rows()
             }
             missing = [t for t in self.tickers if t not in versions]
             if missing:
@@ -426,16 +435,24 @@ def _ordered_starts(frame: pl.DataFrame, names: pl.Series) -> np.ndarray | None:
     return starts if set(back.to_series().to_list()) <= set(starts[1:].tolist()) else None
 
 
-def _probe_sql(relation: Relation, query: str | None, v: Values, tcol: str, scol: str) -> str:
-    """Per ticker: the row count and the first and last timestamp inside the configured range.
+def _probe_sql(
+    relation: Relation, query: str | None, v: Values, tcol: str, scol: str, digest: list[str]
+) -> str:
+    """Per ticker: the row count, the first and last timestamp inside the configured range,
+    and the exact sum of each ``digest`` column in millionths.
 
-    Of a table whose tickers are in a temporary table (PostgreSQL), one index lookup per ticker
-    (a LATERAL join on the primary key's leading column); else one grouped scan."""
-    count = f"count(*) AS n, min({quote(scol)}) AS first, max({quote(scol)}) AS last"
+    Of a table whose tickers are in a temporary table (PostgreSQL), one lookup per ticker (a
+    LATERAL join on the primary key's leading column); else one grouped scan."""
+    sums = "".join(  # as text: an exact big integer (Arrow hands a huge integer over as a double)
+        f", CAST(sum(CASE WHEN abs({quote(c)}) < {DIGEST_LIMIT:g} "
+        f"THEN CAST(floor({quote(c)} * {DIGEST_SCALE}) AS BIGINT) END) AS VARCHAR) AS d{i}"
+        for i, c in enumerate(digest)
+    )
+    count = f"count(*) AS n, min({quote(scol)}) AS first, max({quote(scol)}) AS last{sums}"
     if relation.table is not None and isinstance(v, TempTables):
         inside = v.where(None, scol, CONFIGURED).replace(" WHERE ", " AND ", 1)
         return (
-            f"SELECT wanted.ticker, found.n, found.first, found.last FROM ({v.ticker_set()}) "
+            f"SELECT wanted.ticker, found.* FROM ({v.ticker_set()}) "
             f"AS wanted(ticker), LATERAL (SELECT {count} FROM {relation.sql(query, v)} AS source "
             f"WHERE {quote(tcol)} = wanted.ticker{inside}) AS found WHERE found.n > 0"
         )
@@ -444,6 +461,11 @@ def _probe_sql(relation: Relation, query: str | None, v: Values, tcol: str, scol
         f"{relation.sql(query, v)} AS source{v.where(tcol, scol, CONFIGURED)} "
         f"GROUP BY {quote(tcol)}"
     )
+
+
+def _exact(total: object) -> str | None:
+    """A digest sum as an exact decimal string (the probe reads it as text)."""
+    return None if total is None else str(int(total))
 
 
 def _naive(series: pl.Series, timezone: str | None) -> pl.Series:

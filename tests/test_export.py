@@ -3,6 +3,7 @@ user has is overwritten, checkpoints load with weights_only, bad folders exit 2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,8 +12,10 @@ import torch
 from helpers.cli import run_app, run_folders
 from helpers.export import FAMILIES, exported, make_run
 
+from datamodules.splits import cpcv_split
 from experiments.export.bundle import ExportError, export_model, load_weights
 from experiments.export.formats import FORMATS, eager_runner, load_runner
+from experiments.export.metadata import market_metadata
 from experiments.export.verify import ExportMismatchError, compare
 from modules.signature import Signature
 
@@ -58,6 +61,8 @@ def test_metadata_records_market_actions_training_range_config_and_versions(root
     assert meta["action_map"]["4"] == [0.5, 0.5] and len(meta["action_meanings"]) == 9
     assert meta["recurrent"] is False and meta["state_shape"] is None
     assert meta["train_range"]["first"].startswith(str(data.market.timestamps[0])[:10])
+    assert meta["train_spans"] == [meta["train_range"]]  # a time split: one span
+    assert meta["split_spans"]["train"] == [meta["split_bars"]["train"]]
     assert len(meta["config_sha256"]) == 64 and "ppo" in meta["config_yaml"]
     assert meta["onnx"]["opset"] == 18 and meta["onnx"]["exporter"] == "dynamo"
     assert {"torch", "onnx", "onnxruntime", "numpy"} <= set(meta["versions"])
@@ -133,3 +138,34 @@ def test_a_normal_run_ends_with_a_verified_export(out):
     meta = json.loads((folder / "export" / "metadata.json").read_text())
     assert meta["checkpoint"].startswith("best-iter")
     assert meta["metrics"]["test"]["strategy"]
+
+
+def test_the_metadata_of_a_cpcv_fold_names_each_purged_training_span(root):
+    _, _, data, _ = exported("ppo_mlp", root)
+    split = cpcv_split(
+        data.market.num_bars,
+        groups=6,
+        test_groups=2,
+        fold=3,
+        val=0.15,
+        purge_bars=3,
+        embargo_bars=8,
+        window=1,
+        min_bars=10,
+    )
+    meta = market_metadata(dataclasses.replace(data, split=split), "15min", {})
+    spans = split.spans("train")
+    assert len(spans) > 1 and meta["split_spans"]["train"] == [list(s) for s in spans]
+    stamps = data.market.timestamps
+    assert meta["train_spans"] == [
+        {
+            "first": str(np.datetime64(stamps[a], "us")),
+            "last": str(np.datetime64(stamps[b - 1], "us")),
+        }
+        for a, b in spans
+    ]
+    # The envelope runs across a test group of the fold (0 and 4); no training span touches one.
+    lo, hi = meta["split_bars"]["train"]
+    assert any(lo < a and b < hi for a, b in meta["split_spans"]["test"])
+    for a, b in meta["split_spans"]["test"]:
+        assert all(tb <= a or ta >= b for ta, tb in meta["split_spans"]["train"])

@@ -31,9 +31,12 @@ def _stamp(value: np.datetime64) -> str:
 
 def market_metadata(data: MarketData, bar_size: str, features_cfg: dict) -> dict:
     """Tickers, bar size, feature names in order (per ticker and as the network's input
-    columns), the normalisation fitted on the training split, and the training data range."""
+    columns), the normalisation fitted on the training split, and the training data: its
+    envelope (``train_range``) and each span it holds (``train_spans``: one for a time split,
+    CPCV's purged training groups for a CPCV fold, whose envelope spans its test groups too)."""
     m = data.market
-    start, stop = data.split.train
+    split = data.split
+    start, stop = split.train
     return {
         "tickers": list(m.tickers),
         "bar_size": bar_size,
@@ -49,7 +52,17 @@ def market_metadata(data: MarketData, bar_size: str, features_cfg: dict) -> dict
             "first": _stamp(m.timestamps[start]),
             "last": _stamp(m.timestamps[stop - 1]),
         },
-        "split_bars": {"train": list(data.split.train), "test": list(data.split.test)},
+        "train_spans": [
+            {"first": _stamp(m.timestamps[a]), "last": _stamp(m.timestamps[b - 1])}
+            for a, b in split.spans("train")
+        ],
+        "split_bars": {"train": list(split.train), "test": list(split.test)},
+        # [start, stop) bar indices of every span of each part (the envelopes above are these
+        # when a part is one span).
+        "split_spans": {
+            part: [[int(a), int(b)] for a, b in split.spans(part)]
+            for part in ("train", "val", "test")
+        },
         "synthetic": m.synthetic,
         "source": m.source,
     }

@@ -34,6 +34,7 @@ from experiments.compare.plots import equity_curves, learning_curves
 from experiments.compare.selection import SweepReport, sweep_report
 from experiments.compare.table import MEAN, STD, RunRecord
 from experiments.reports.sweep_page import write_comparison_html
+from experiments.run.console import table_console
 
 CURVES_PNG, EQUITY_PNG = "comparison_learning_curves.png", "comparison_equity_test.png"
 HISTORY_SAMPLES = 2000  # rows of each online run's history to fetch (W&B samples long ones)
@@ -112,9 +113,7 @@ def compare(args: argparse.Namespace) -> Path:
         raise UserInputError(
             f"Cannot write the comparison to {out} ({err}); pick --out DIR."
         ) from None
-    console = Console()
-    if not console.is_terminal:  # a file or a pipe: wide enough for a few key columns
-        console = Console(width=160)
+    console = table_console()  # a file or a pipe: wide enough for a few key columns
     title = (
         f"{_count(len(with_metric), 'run')} in {_count(table.height, 'configuration')}, "
         f"sorted by {args.metric} "

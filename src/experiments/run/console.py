@@ -10,9 +10,18 @@ import rich
 import rich.syntax
 import rich.tree
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
 from rich.table import Table
 
 ORDER = ("data", "env", "model", "curriculum", "hardware", "logger", "paths")
+PIPED_WIDTH = 160  # columns of a table printed to a file or a pipe (rich's default there: 80)
+
+
+def table_console() -> Console:
+    """A console for tables: the terminal's width, or :data:`PIPED_WIDTH` columns when the
+    output is a file or a pipe (a log, CI), where 80 columns would wrap every row."""
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPED_WIDTH)
 
 
 def config_tree(cfg: DictConfig, save_to: Path | None = None, show: bool = True) -> None:
@@ -56,4 +65,4 @@ def metrics_table(
                 text += f" [{bounds[0]:.2f}, {bounds[1]:.2f}]"
             row.append(text)
         table.add_row(*row)
-    rich.print(table)
+    table_console().print(table)

@@ -116,6 +116,9 @@ def test_a_multirun_leaves_no_password_in_its_sweep_folder(tmp_path, postgres_se
     assert any(p.name == "multirun.yaml" for p in files)
     password = postgres_server.password.encode()
     assert [str(p) for p in files if password in p.read_bytes()] == []
+    # Hydra's launcher prints each job's overrides before it runs them: masked there too.
+    assert "#0 : " in sweep.stdout + sweep.stderr and "bars\\:***@" in sweep.stdout + sweep.stderr
+    assert postgres_server.password not in sweep.stdout + sweep.stderr
 
 
 @pytest.mark.slow

@@ -5,16 +5,14 @@ hand-made frames; bad input."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import yaml
-from helpers.cli import TINY, read_metrics, run_app, run_folders
+from helpers.cli import TINY, read_metrics, run_app, run_compare, run_folders
 
 from experiments.compare import cli as compare
 from experiments.compare import selection
@@ -31,18 +29,6 @@ from experiments.compare.table import (
 )
 
 HIDDEN = "model.network.hidden_size"
-
-
-def run_compare(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m experiments.compare ARGS`` with no terminal (stdin closed)."""
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.compare", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def _assert_one_paragraph(done: subprocess.CompletedProcess, *needles: str) -> None:

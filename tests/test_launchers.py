@@ -4,14 +4,12 @@ presets in conf/hparams_search/, and each job's share of the cores."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
-from helpers.cli import TINY, app_env, read_metrics, run_app, run_folders
+from helpers.cli import TINY, read_metrics, run_app, run_compare, run_folders
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
@@ -120,14 +118,7 @@ def test_lstm_optuna_preset_reports_the_best_trial_of_its_study(lstm_study):
 def test_compare_of_an_optuna_study_ranks_its_trials_by_the_study_metric(lstm_study, tmp_path):
     sweep = _sweep_dir(lstm_study)
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    done = subprocess.run(
-        [sys.executable, "-m", "experiments.compare", str(sweep), "--metric", "val/sharpe"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=app_env(),
-        stdin=subprocess.DEVNULL,
-    )
+    done = run_compare(str(sweep), "--metric", "val/sharpe")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 runs in 2 configurations, sorted by val/sharpe" in done.stdout
     table = pl.read_csv(sweep / "comparison.csv", infer_schema_length=0)

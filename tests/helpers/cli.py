@@ -68,6 +68,18 @@ def run_app(
     )
 
 
+def run_compare(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m experiments.compare ARGS`` with no terminal (stdin closed)."""
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.compare", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def ctrl_c_once(
     cmd: list[str], watch: Path, pattern: str, timeout: float = 300, env: dict | None = None
 ) -> tuple[int, str]:

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from helpers.cli import TINY, read_metrics, run_app, run_folders
-from test_compare import run_compare
+from helpers.cli import TINY, read_metrics, run_app, run_compare, run_folders
 
 from datamodules.splits import cpcv_test_sets
 from experiments.compare.cpcv import paths_of

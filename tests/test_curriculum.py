@@ -85,7 +85,7 @@ def test_dual_ticker_3phase_runs_every_phase_as_its_own_wandb_run_in_one_group(t
 
 
 def test_compare_of_a_curriculum_gives_the_sweep_statistics_of_its_phases(three_phase, tmp_path):
-    from test_compare import run_compare
+    from helpers.cli import run_compare
 
     done = run_compare(str(three_phase / "phases"), "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]

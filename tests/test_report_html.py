@@ -15,8 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 from helpers.browser import open_page, require_chromium
-from helpers.cli import TINY, run_app, run_folders
-from test_compare import run_compare
+from helpers.cli import TINY, run_app, run_compare, run_folders
 
 from experiments.reports.charts import rolling_moments
 from experiments.reports.page import MAX_POINTS, thin

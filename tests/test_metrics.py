@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.metrics import REPORTED, compute_metrics, metrics_to_floats
+from envs.metrics import REPORTED, compute_metrics, loggable, metrics_to_floats
 
 ATOL = 1e-9
 DAILY = 252.0
@@ -363,3 +363,11 @@ def test_reported_metrics_are_what_a_run_with_positions_computes() -> None:
     out = compute_metrics(r, DAILY, positions=positions, turnover=r.abs(), trades=r.abs())
     assert set(REPORTED) <= set(out)
     assert not set(REPORTED) <= set(compute_metrics(r, DAILY))  # needs the positions
+
+
+def test_loggable_values_keep_their_double_and_log_nan_as_zero() -> None:
+    value = 2.3982333504013784  # float32 would keep 2.398233413696289
+    out = loggable({"val/sharpe": value, "val/sortino": float("nan"), "val/x": float("inf")})
+    assert all(v.dtype == torch.float64 and v.dim() == 0 for v in out.values())
+    assert float(out["val/sharpe"]) == value
+    assert float(out["val/sortino"]) == 0.0 and float(out["val/x"]) == 0.0

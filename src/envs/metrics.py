@@ -312,8 +312,16 @@ def metrics_to_floats(m: dict[str, torch.Tensor]) -> dict[str, float]:
     return floats
 
 
-def loggable(values: dict[str, float]) -> dict[str, float]:
-    """``values`` with NaN and infinities as 0.0, for Lightning's ``self.log`` (a Sharpe
-    ratio of a flat equity curve is undefined; logged, it is 0). ``metrics.json`` keeps them
-    as null instead."""
-    return {k: (v if math.isfinite(v) else 0.0) for k, v in values.items()}
+def loggable(
+    values: dict[str, float], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """``values`` for Lightning's ``self.log``: NaN and infinities as 0.0 (a Sharpe ratio of a
+    flat equity curve is undefined; logged, it is 0; ``metrics.json`` keeps them as null), each
+    a float64 0-d tensor. Lightning turns a Python float into a float32 tensor (seven digits)
+    but keeps a tensor's dtype, so the callback metrics a sweeper's objective reads hold the
+    same double as the summary and ``metrics.json``. ``device``: the module's (a synced
+    value is reduced across processes there)."""
+    return {
+        k: torch.tensor(v if math.isfinite(v) else 0.0, dtype=torch.float64, device=device)
+        for k, v in values.items()
+    }

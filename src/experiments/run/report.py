@@ -42,17 +42,6 @@ def finite(values: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if math.isfinite(v) else None) for k, v in values.items()}
 
 
-def _precise(key: str, logged: float, scored: dict[str, dict[str, dict[str, float]]]) -> float:
-    """The double-precision backtest value of the logged ``split/metric`` where it is the
-    same number at float32 precision; else the logged value."""
-    split, _, metric = key.partition("/")
-    value = scored.get(split, {}).get("strategy", {}).get(metric)
-    if value is None or not math.isfinite(value) or not math.isfinite(logged):
-        return logged
-    same = abs(value - logged) <= 1e-6 * max(abs(value), abs(logged), 1e-12)
-    return float(value) if same else logged
-
-
 def scores(results: dict) -> dict[str, dict[str, float]]:
     """The metrics of path 0 of each backtest, as floats."""
     return {
@@ -71,8 +60,7 @@ def report(
 ) -> dict[str, float]:
     """Print the test metrics with intervals beside the baselines and the verdict; write
     metrics.json, the equity plot, equity_test.csv and each split's returns and trades; send
-    the same numbers to the logger. Returns ``results`` (the logged scalars, those the backtests
-    also computed at their double precision)."""
+    the same numbers to the logger. Returns ``results`` (the logged scalars)."""
     market = data.market
     name = str(module.name)
     settings = statistics_settings(cfg)
@@ -126,11 +114,6 @@ def report(
     )
     for ev in evidence.values():
         ev.write(out)
-    # Lightning hands the module's metrics over as float32 tensors. Where a logged value is a
-    # backtest metric of the same split (equal to float32 precision), the backtest's double is
-    # kept, so a sweeper's objective, metrics.json and the logger's summary (what compare
-    # reads) hold one number, not two that differ in the eighth digit.
-    results = {k: _precise(k, v, scored) for k, v in results.items()}
     summary = {
         "model": name,
         "tickers": list(market.tickers),

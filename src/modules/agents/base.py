@@ -571,7 +571,7 @@ class AgentModule(pl.LightningModule):
         ours = _floats(self.reports["val"]["strategy"])
         logged = {f"val/{k}": ours[k] for k in LOGGED if k in ours}
         logged["val/score"] = composite_score(ours)
-        clean = loggable(logged)
+        clean = loggable(logged, self.device)
         sharpe = clean.pop("val/sharpe")
         self.log_dict(clean, batch_size=1, **self._same_everywhere())
         self.log("val/sharpe", sharpe, prog_bar=True, batch_size=1, **self._same_everywhere())
@@ -594,7 +594,7 @@ class AgentModule(pl.LightningModule):
             logged.update({f"{prefix}{k}": values[k] for k in LOGGED if k in values})
             logged[f"{prefix}score"] = composite_score(values)
         logged.update({f"test/risk_{k}": float(v) for k, v in counts.items()})
-        clean = loggable(logged)
+        clean = loggable(logged, self.device)
         self.log_dict(clean, batch_size=1, **self._same_everywhere())
 
     def _same_everywhere(self) -> dict:

@@ -331,7 +331,7 @@ class ForecastModule(pl.LightningModule):
         theirs = metrics_to_floats({k: v[0] for k, v in hold.metrics.items()})
         logged = {f"{part}/{k}": ours[k] for k in REPORTED if k in ours}
         logged.update({f"{part}/buy_and_hold_{k}": theirs[k] for k in REPORTED if k in theirs})
-        clean = loggable(logged)
+        clean = loggable(logged, self.device)
         sharpe = clean.pop(f"{part}/sharpe")
         self.log_dict(clean, prog_bar=False, sync_dist=False)
         self.log(f"{part}/sharpe", sharpe, prog_bar=True, sync_dist=False)

@@ -22,11 +22,17 @@ from pathlib import Path
 from datamodules.errors import ConfigError
 from experiments.config.groups import CONF_DIR, conf_dirs, options, searchpath_from_args
 
-# Hydra flags that take a value as the next argument, and those that choose another primary
-# config (the check composes conf/config.yaml, so it stands aside for those).
-_FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir"}
-_OTHER_PRIMARY = _FLAGS_WITH_VALUE | {"--info", "-i", "--help", "-h", "--hydra-help"}
-_VALUE_FLAGS = {"-c", "--cfg", "-p", "--package"}  # ... and flags whose value is no override
+# Hydra flags that choose another primary config or print help (the check composes
+# conf/config.yaml, so it stands aside for those), and flags whose next argument is a value,
+# not an override.
+_OTHER_PRIMARY = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir"} | {
+    "--info",
+    "-i",
+    "--help",
+    "-h",
+    "--hydra-help",
+}
+_VALUE_FLAGS = {"-c", "--cfg", "-p", "--package"}
 _SHOWN_KEYS = 12  # keys of the parent listed in the message
 
 
@@ -124,10 +130,11 @@ def _paragraph(
     cfg, key: str, parent: list[str], part: str, node, word: str, dirs: list[Path]
 ) -> ConfigError:
     """One paragraph: the override, where the key is missing, what is there, the way out."""
-    if not parent and options(part, dirs):  # a group nobody chose (model: +model=NAME)
+    choices = options(part, dirs) if not parent else []
+    if choices:  # a group nobody chose (model: +model=NAME)
         return ConfigError(
             f"The override {word} sets {key}, but no {part} is chosen: choose one with "
-            f"+{part}=NAME ({', '.join(options(part, dirs))}) on the same command line."
+            f"+{part}=NAME ({', '.join(choices)}) on the same command line."
         )
     where = ".".join(parent)
     known = sorted(str(k) for k in set(node.keys()) if str(k) != "hydra")

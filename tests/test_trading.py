@@ -16,6 +16,7 @@ from torchrl.envs.utils import check_env_specs, step_mdp
 from datamodules.errors import ConfigError
 from datamodules.market import Market
 from datamodules.pipeline import MarketData
+from envs.fused import FusedFunction
 from envs.risk import RULES
 from envs.trading import TradingEnv
 
@@ -581,6 +582,7 @@ def test_compiled_step_matches_eager(one) -> None:
     compiled = make_env(one.market, one.split.train, {**cfg, "compile": True}, num_envs=4, seed=3)
     assert compiled.compiled and compiled._step_fn is not compiled._step_outputs
     assert not eager.compiled and eager._step_fn == eager._step_outputs
+    assert isinstance(compiled._compiled_step, FusedFunction)  # on a CPU: traced once, fused
     actions = random_actions(eager, 60, seed=15)
     mask = TensorDict({"_reset": torch.tensor([[True], [False], [True], [False]])}, [4])
     results = []
@@ -592,6 +594,26 @@ def test_compiled_step_matches_eager(one) -> None:
     for a, b in zip(*results, strict=True):
         for key in ("t", "cash", "shares", "equity", "reward", "obs", "info_triggers", "truncated"):
             torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-9, msg=key)
+    assert compiled._compiled_step.path == "fused" and compiled._compiled_reset.path == "fused"
+
+
+@pytest.mark.slow
+def test_costs_set_after_the_step_compiled_are_the_costs_of_the_next_steps(one) -> None:
+    cfg = env_cfg(dtype="float64", risk=ALL_RULES, episode=FIXED_START)
+    eager = make_env(one.market, one.split.train, cfg, num_envs=4, seed=3)
+    compiled = make_env(one.market, one.split.train, {**cfg, "compile": True}, num_envs=4, seed=3)
+    actions = random_actions(eager, 20, seed=16)
+    results = []
+    for env in (eager, compiled):
+        env.reset()
+        records = run(env, actions[:10])
+        env.frictions = dataclasses.replace(env.frictions, scale=0.0)  # costs off from here on
+        results.append(records + run(env, actions[10:]))
+    for a, b in zip(*results, strict=True):
+        for key in ("cash", "equity", "reward", "info_cost"):
+            torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-9, msg=key)
+    assert all(float(r["info_cost"].abs().max()) == 0.0 for r in results[1][10:])
+    assert any(float(r["info_cost"].abs().max()) > 0.0 for r in results[1][:10])
 
 
 # ------------------------------------------------------------------ state and info layout
@@ -624,3 +646,10 @@ def test_state_of_an_env_with_other_plug_ins_is_refused(two) -> None:
         sharpe.load_state_tensors(pnl.state_tensors())
     pnl.load_state_tensors(sharpe.state_tensors())  # extra entries are carried, unused
     pnl.rollout(3, break_when_any_done=False)
+
+
+def test_state_of_an_env_of_another_dtype_is_refused(two) -> None:
+    single = make_env(two.market, two.split.train, env_cfg("dual_ticker"), 2)
+    double = make_env(two.market, two.split.train, env_cfg("dual_ticker", dtype="float64"), 2)
+    with pytest.raises(ValueError, match="'cash' is torch.float64 .* this env's is torch.float32"):
+        single.load_state_tensors(double.state_tensors())

@@ -33,6 +33,7 @@ from datamodules.market import Market
 from envs.accounting import DEFAULT_CAPITAL, Account, fill_and_mark, open_account
 from envs.episode import EpisodeConfig
 from envs.frictions import Frictions
+from envs.fused import FusedFunction, tracing
 from envs.protocol import ActionSchemeLike, RewardLike, RiskPolicyLike
 from envs.rewards import PnLReward
 from envs.risk import RiskRules, RiskStep
@@ -261,12 +262,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self._step_fn = self._step_outputs
         self._reset_fn = self.reset_state
         if self.compiled:  # fuse the pure step and reset into a few kernels
-            # The batch shapes never change, so the graphs are static either way; dynamic=None
-            # (not False) spares each call torch's per-call config patch (~8 us).
-            self._compiled_step = torch.compile(self._step_outputs, dynamic=None)
-            self._compiled_reset = torch.compile(self.reset_state, dynamic=None)
-            self._step_fn = self._first_compiled_step
-            self._reset_fn = self._first_compiled_reset
+            self._fuse()
         log.log(
             logging.DEBUG if self.evaluation else logging.INFO,  # built for every evaluation
             "env: %s step for %d env(s) on %s (%s)",
@@ -371,8 +367,20 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
                 f"The saved env state lacks {', '.join(missing)}: it comes from an env with other "
                 "plug-ins (reward or risk rules) than this one."
             )
+        for key, value in self.state.items():
+            saved = state[key]
+            if saved.shape != value.shape or saved.dtype != value.dtype:
+                raise ValueError(
+                    f"The saved env state's {key!r} is {saved.dtype} {tuple(saved.shape)}, this "
+                    f"env's is {value.dtype} {tuple(value.shape)}: it comes from an env with "
+                    "another num_envs, env.dtype or market."
+                )
         self.rng.set_state(state["rng"])
-        self.state = {k: v.to(self.device) for k, v in state.items() if k != "rng"}
+        # This env's entries in its key order, contiguous on its device (the layout its compiled
+        # step has); entries of other plug-ins are carried, unused.
+        own = {k: state[k].to(self.device).contiguous() for k in self.state}
+        extra = {k: v.to(self.device) for k, v in state.items() if k not in own and k != "rng"}
+        self.state = {**own, **extra}
 
     # ------------------------------------------------------------------ observation
     def observation_names(self) -> list[str]:
@@ -469,7 +477,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
 
     # ------------------------------------------------------------------ step
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = tensordict.get("action").reshape(self.num_envs).long()
+        action = tensordict.get("action").reshape(self.num_envs).long().contiguous()
         self.state, obs, reward, info, done, terminated, truncated, _ = self._step_fn(
             self.state, action
         )
@@ -488,6 +496,31 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
             device=self.device,
         )
 
+    def _fuse(self) -> None:
+        """Set up the compiled step and reset; each compiles at its first call.
+
+        On a CPU they are :class:`~envs.fused.FusedFunction`: traced once and compiled by
+        inductor, then called without torch.compile's per-call work (~25 us a step). They read
+        the plug-ins and data tables as they are at that first call; setting one of those
+        attributes again drops them (:meth:`__setattr__`). On a GPU, ``torch.compile``
+        (dynamic=None, not False: the graphs are static either way, and False patches torch's
+        config on every call, ~8 us).
+        """
+        if self.device.type == "cpu":
+            self._compiled_step = FusedFunction(self._step_outputs, "env step")
+            self._compiled_reset = FusedFunction(self.reset_state, "env reset")
+        else:
+            self._compiled_step = torch.compile(self._step_outputs, dynamic=None)
+            self._compiled_reset = torch.compile(self.reset_state, dynamic=None)
+        self._step_fn = self._first_compiled_step
+        self._reset_fn = self._first_compiled_reset
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name in _TRACED and self.__dict__.get("compiled") and "_compiled_step" in self.__dict__:
+            log.info("env: %s changed: the compiled step compiles again at its next call", name)
+            self._fuse()
+
     def _first_compiled_step(self, state: dict[str, torch.Tensor], action: torch.Tensor):
         """The first call of the compiled step: compiles it (timed and logged), then hands the
         step over to the compiled function itself."""
@@ -501,7 +534,12 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
             torch.cuda.synchronize(self.device)
         self.compile_seconds = time.perf_counter() - start
         self._step_fn = self._compiled_step
-        log.info("env: step compiled in %.1f s (%d envs)", self.compile_seconds, self.num_envs)
+        log.info(
+            "env: step compiled in %.1f s (%d envs, %s)",
+            self.compile_seconds,
+            self.num_envs,
+            getattr(self._compiled_step, "path", None) or "torch.compile",
+        )
         return out
 
     def _first_compiled_reset(self, state, mask, start):
@@ -544,7 +582,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         if not self._lean_path(tensordict):
             return super().step_and_maybe_reset(tensordict)
         n, dev = self.batch_size, self.device
-        action = tensordict.get("action").reshape(self.num_envs).long()
+        action = tensordict.get("action").reshape(self.num_envs).long().contiguous()
         self.state, obs, reward, info, mask, terminated, truncated, any_done = self._step_fn(
             self.state, action
         )
@@ -596,6 +634,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
         """Step every env with ``action`` (N,): (reward, info, terminated, truncated)."""
+        action = action.to(self.device, torch.long).reshape(self.num_envs).contiguous()
         self.state, _, reward, info, _, terminated, truncated, _ = self._step_fn(self.state, action)
         return reward.squeeze(-1), info, terminated.squeeze(-1), truncated.squeeze(-1)
 
@@ -722,6 +761,34 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         return dict(zip(self._rule_names, totals, strict=True))
 
 
+# What the compiled step and reset read besides their inputs: setting one of these again after
+# they compiled makes them compile again (TradingEnv.__setattr__).
+_TRACED = frozenset(
+    {
+        "actions",
+        "risk",
+        "frictions",
+        "reward",
+        "episode",
+        "length",
+        "capital",
+        "market",
+        "num_envs",
+        "acct_dtype",
+        "_rule_names",
+        "_open",
+        "_close",
+        "_sigma",
+        "_adv",
+        "_features",
+        "_calendar",
+        "_span_stop",
+        "_new_session",
+        "_new_hour",
+        "_window_offsets",
+    }
+)
+
 # Root entries TorchRL's step_mdp does not carry into the next step's input (the env writes
 # its own observation, info and done flags there).
 _NOT_CARRIED = frozenset({"next", "reward", "_reset", "observation", "info", *DONE_KEYS})
@@ -733,7 +800,7 @@ def _count_fired(fired: torch.Tensor) -> torch.Tensor:
     instead of a reduction over N rows of R bools, which inductor loads lane by lane (10% of
     a compiled step at 65,536 envs, measured)."""
     rules = fired.shape[-1]
-    if rules > 62 or not torch.compiler.is_compiling():  # eager: one op is cheapest
+    if rules > 62 or not (torch.compiler.is_compiling() or tracing()):  # eager: one op is cheapest
         return fired.sum(0)  # (an int64 code holds the bits of at most 62 rules)
     bits = torch.arange(rules, device=fired.device, dtype=torch.int64)
     code = (fired.to(torch.int64) << bits).sum(-1)

@@ -1,0 +1,109 @@
+"""A pure tensor function compiled once by inductor and called without torch.compile's per-call work.
+
+``torch.compile`` re-enters dynamo on every call: its frame hook, its guards, the bytecode that
+flattens the inputs and rebuilds the outputs, and AOT autograd's runtime wrappers. For the
+trading env's compiled step that is about 25 us a call, an eighth of the whole step at 4,096 envs
+on a CPU (bench/env_throughput.py). :class:`FusedFunction` traces its function once, at its first
+call, with ``make_fx`` over fake tensors, compiles that graph with inductor's ``compile_fx_inner``
+(the same lowering, kernels and numbers as ``torch.compile``) and from then on each call is a list
+of tensors in and out.
+
+What dynamo's guards would check is the caller's to keep fixed after the first call: the dict's
+keys, every input's shape, strides, dtype and device (inductor's wrapper asserts the shapes and
+strides), and the Python values the function reads (settings, data tables): the trading env drops
+its fused functions when one of those attributes is set again. A function the trace cannot take
+(a Python branch on tensor data, which over fake tensors raises instead of being baked in) is
+compiled by ``torch.compile`` instead, which splits the graph there; the log says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+__all__ = ["FusedFunction", "tracing"]
+
+log = logging.getLogger(__name__)
+
+_tracing = False
+
+
+def tracing() -> bool:
+    """Whether a :class:`FusedFunction` is tracing now: the fused counterpart of
+    ``torch.compiler.is_compiling()``, for code that picks the formulation inductor compiles
+    better."""
+    return _tracing
+
+
+class FusedFunction:
+    """``fn(mapping, *tensors)`` (a dict of tensors first, then tensors; it returns any pytree of
+    tensors), compiled for the inputs of its first call; ``what`` names it in the log.
+
+    :attr:`path` says how it was compiled once it has been: ``"fused"`` (traced and compiled by
+    inductor) or ``"torch.compile"`` (the trace failed; ``reason`` says why).
+    """
+
+    def __init__(self, fn: Callable[..., Any], what: str) -> None:
+        self.fn = fn
+        self.what = what
+        self.path: str | None = None
+        self.reason: str | None = None
+        self._keys: tuple[str, ...] = ()
+        self._spec: pytree.TreeSpec | None = None
+        self._compiled: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
+        self._dynamo: Callable[..., Any] | None = None
+
+    def __call__(self, mapping: dict[str, torch.Tensor], *args: torch.Tensor) -> Any:
+        if self._compiled is not None:
+            inputs = [mapping[k] for k in self._keys]
+            inputs.extend(args)
+            return pytree.tree_unflatten(self._compiled(inputs), self._spec)
+        if self._dynamo is not None:
+            return self._dynamo(mapping, *args)
+        return self._build(mapping, args)
+
+    def _build(self, mapping: dict[str, torch.Tensor], args: tuple[torch.Tensor, ...]) -> Any:
+        """The first call: trace, compile, run (or hand over to torch.compile)."""
+        from torch._inductor.compile_fx import compile_fx_inner
+        from torch._inductor.decomposition import select_decomp_table
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        keys = tuple(mapping)
+        specs: list[pytree.TreeSpec] = []
+
+        def flat(*tensors: torch.Tensor) -> list[torch.Tensor]:
+            out = self.fn(dict(zip(keys, tensors[: len(keys)], strict=True)), *tensors[len(keys) :])
+            leaves, spec = pytree.tree_flatten(out)
+            specs.append(spec)
+            return leaves
+
+        inputs = [mapping[k] for k in keys] + list(args)
+        global _tracing
+        _tracing = True
+        try:
+            graph = make_fx(
+                flat,
+                decomposition_table=select_decomp_table(),
+                tracing_mode="fake",
+                _allow_non_fake_inputs=True,  # the function's own tables are real constants
+            )(*inputs)
+        except Exception as err:  # a data-dependent branch, an op make_fx lacks
+            self.path = "torch.compile"
+            self.reason = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+            log.info(
+                "%s: not one traceable graph (%s); compiling with torch.compile",
+                self.what,
+                self.reason,
+            )
+            self._dynamo = torch.compile(self.fn, dynamic=None)
+            return self._dynamo(mapping, *args)
+        finally:
+            _tracing = False
+        compiled = compile_fx_inner(graph, inputs)
+        self._keys, self._spec, self._compiled = keys, specs[-1], compiled
+        self.path = "fused"
+        return pytree.tree_unflatten(compiled(list(inputs)), self._spec)

@@ -1,0 +1,55 @@
+"""FusedFunction: traced once over fake tensors and compiled by inductor, it returns what its
+function returns eagerly; a Python branch on tensor data goes to torch.compile, never baked in."""
+
+from __future__ import annotations
+
+import torch
+import torch.utils._pytree as pytree
+
+from envs.fused import FusedFunction, tracing
+
+
+def step(state: dict[str, torch.Tensor], x: torch.Tensor):
+    total = state["a"] * x + state["b"].sum(-1)
+    return {"a": total, "b": state["b"] * 2.0}, (total.sum(), [x + 1.0, x > 1.0])
+
+
+def test_a_fused_function_returns_what_the_function_returns_eagerly() -> None:
+    fused = FusedFunction(step, "test step")
+    state = {"a": torch.arange(4.0), "b": torch.linspace(0.1, 1.3, 12).reshape(4, 3)}
+    x = torch.tensor([0.5, 1.5, 2.5, -3.0])
+    for _ in range(3):  # the first call compiles; the others run the compiled graph
+        out, ref = fused(state, x), step(state, x)
+        assert pytree.tree_structure(out) == pytree.tree_structure(ref)
+        for got, want in zip(pytree.tree_leaves(out), pytree.tree_leaves(ref), strict=True):
+            assert got.dtype == want.dtype and torch.equal(got, want)
+        state = out[0]
+    assert fused.path == "fused" and fused.reason is None
+
+
+def test_tracing_is_true_while_the_function_is_traced_only() -> None:
+    seen: list[bool] = []
+
+    def fn(state: dict[str, torch.Tensor], x: torch.Tensor):
+        seen.append(tracing())
+        return {"a": state["a"] + x}
+
+    fused = FusedFunction(fn, "test step")
+    for _ in range(3):
+        fused({"a": torch.zeros(3)}, torch.ones(3))
+    assert seen == [True]  # traced once; the compiled calls run no Python of fn
+    assert not tracing()
+
+
+def test_a_python_branch_on_tensor_data_is_compiled_by_torch_compile_not_baked_in() -> None:
+    def fn(state: dict[str, torch.Tensor], x: torch.Tensor):
+        if bool((x > 0).all()):  # data-dependent: a trace over real values would fix the branch
+            return {"a": state["a"] + x}
+        return {"a": state["a"] - x}
+
+    fused = FusedFunction(fn, "test step")
+    zeros = torch.zeros(3)
+    assert torch.equal(fused({"a": zeros}, torch.ones(3))["a"], torch.ones(3))
+    assert torch.equal(fused({"a": zeros}, -torch.ones(3))["a"], torch.ones(3))  # 0 - (-1)
+    assert fused.path == "torch.compile"
+    assert fused.reason

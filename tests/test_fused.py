@@ -3,15 +3,20 @@ function returns eagerly; a Python branch on tensor data goes to torch.compile, 
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import torch
 import torch.utils._pytree as pytree
 
 from envs.fused import FusedFunction, tracing
 
+Pair = namedtuple("Pair", ["low", "high"])  # a container other than dict, tuple and list
+
 
 def step(state: dict[str, torch.Tensor], x: torch.Tensor):
     total = state["a"] * x + state["b"].sum(-1)
-    return {"a": total, "b": state["b"] * 2.0}, (total.sum(), [x + 1.0, x > 1.0])
+    pair = Pair(total.min(), {"max": total.max()})
+    return {"a": total, "b": state["b"] * 2.0}, (total.sum(), [x + 1.0, x > 1.0]), pair
 
 
 def test_a_fused_function_returns_what_the_function_returns_eagerly() -> None:

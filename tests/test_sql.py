@@ -156,11 +156,15 @@ def test_the_time_range_is_counted_by_the_database_and_read_in_partitions(databa
     )
     # the probe's row count is the database's own count of the range: the range is in the SQL
     assert version[:3] == [inside.height, "2004-06-01T00:00:00", "2006-05-31T00:00:00"]
-    # ... and its digest the exact sum of each column of the range in millionths
-    assert version[3:] == [
+    # ... its digest the exact sum of each column of the range in millionths
+    assert version[3:8] == [
         str(sum(math.floor(x * 1_000_000) for x in inside[c].to_list()))
         for c in ("open", "high", "low", "close", "volume")
     ]
+    # ... and of the bars' times in microseconds since the epoch
+    us = dt.timedelta(microseconds=1)
+    epoch = dt.datetime(1970, 1, 1)
+    assert version[8:] == [str(sum((t - epoch) // us for t in inside["timestamp"].to_list()))]
     with caplog.at_level(logging.INFO, logger="datamodules.sources.sql"):
         parts = ranged.load()
     assert "(8 partitions)" in caplog.text
@@ -248,6 +252,32 @@ def test_a_bar_corrected_in_place_rebuilds_the_features(database_uri, tmp_path):
     row = int(np.flatnonzero(corrected.market.timestamps == np.datetime64(day))[0])
     assert corrected.market.close[row, 0] == pytest.approx(fixed)
     assert first.market.close[row, 0] == pytest.approx(close)
+    assert build().cache_hit
+
+
+def test_a_bar_moved_inside_the_range_rebuilds_the_features(database_uri, tmp_path):
+    # The row count, the first and last bar and every price stay as they were: only the times'
+    # digest sees it.
+    bars = sample_table(database_uri, ["MSFT"])
+    cache = str(tmp_path / "cache")
+
+    def build():
+        return SQLSource(tickers=["MSFT"], uri=database_uri, bar_size="1d", cache_dir=cache).build()
+
+    first = build()
+    assert build().cache_hit
+    day = bars["timestamp"][bars.height // 2]
+    moved = day + dt.timedelta(hours=1)  # the same session's date, an hour later
+    with connect(parse_uri(database_uri), write=True) as db:
+        db.execute(
+            f"UPDATE bars SET timestamp = '{moved.isoformat()}' "
+            f"WHERE ticker = 'MSFT' AND timestamp = '{day.isoformat()}'"
+        )
+        db.commit()
+    rebuilt = build()
+    assert not rebuilt.cache_hit
+    assert np.datetime64(moved) in rebuilt.market.timestamps
+    assert np.datetime64(day) in first.market.timestamps
     assert build().cache_hit
 
 

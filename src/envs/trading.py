@@ -56,7 +56,7 @@ ENV_KEYS = (*ACCOUNT_FIELDS, "t", "steps", "trigger_counts")  # the env's own st
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DONE_KEYS = ("done", "terminated", "truncated")
 # env.compile=auto compiles the step from this many envs on a CPU (always on a GPU). The compiled
-# step is 2-3x faster per env-step at any batch, but its compile (2-4 s a graph, plus ~15 s of
+# step is 2-6x faster per env-step at any batch, but its compile (1-2.5 s a graph, plus ~10 s of
 # inductor start-up once per process) pays only in runs that would step eagerly for more than
 # about half a minute: small batches (debugging runs, tests, the default 64 envs x 600k frames)
 # stay eager; bench/env_throughput.py measures both sides (README, Trading environments).
@@ -106,9 +106,11 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
     ``capital``: starting equity of every episode (currency). ``num_envs``: the batch size;
     ``"auto"`` must be resolved by the caller (at most ``auto_envs_cap`` envs), it is an error
     here. ``tickers``: if given, must be the market's. ``dtype``: accounting precision.
-    ``compile``: ``torch.compile`` the pure step and reset: ``auto`` (the default) does so on a
-    GPU and from ``compile_min_envs`` envs on a CPU, where large runs repay the compile;
-    the choice and the compile time are logged (``compile_reason``, ``compile_seconds``).
+    ``compile``: compile the pure step and reset with inductor (on a CPU a
+    :class:`~envs.fused.FusedFunction`, on a GPU ``torch.compile``): ``auto`` (the default)
+    does so on a GPU and from ``compile_min_envs`` envs on a CPU, where large runs repay the
+    compile; the choice and the compile time are logged (``compile_reason``,
+    ``compile_seconds``).
     ``evaluation``: the evaluation env (float64 accounting, not compiled, one episode from the
     split's first bar to its end, whatever the config says).
 

@@ -1,14 +1,19 @@
 """FusedFunction: traced once over fake tensors and compiled by inductor, it returns what its
-function returns eagerly; a Python branch on tensor data goes to torch.compile, never baked in."""
+function returns eagerly; a Python branch on tensor data goes to torch.compile, never baked in.
+Each test compiles (inductor's start-up, about 10 s cold, then a few seconds), so the module is
+in the slow set, as the other compiling tests are."""
 
 from __future__ import annotations
 
 from collections import namedtuple
 
+import pytest
 import torch
 import torch.utils._pytree as pytree
 
 from envs.fused import FusedFunction, tracing
+
+pytestmark = pytest.mark.slow
 
 Pair = namedtuple("Pair", ["low", "high"])  # a container other than dict, tuple and list
 

@@ -43,6 +43,12 @@ CASES = {
     "a typo'd key (+key)": ["+model=ppo", "+env.costs.comission_bps=1"],
     "a typo'd key": ["+model=ppo", "env.costs.comission_bps=1"],
     "an unknown _target_": ["+model=ppo", "env.actions._target_=envs.actions.TargetActionz"],
+    "a curriculum on 2 processes": [
+        "+model=ppo",
+        "env=dual_ticker",
+        "curriculum=dual_ticker_3phase",
+        "hardware=ddp_cpu",
+    ],
     "job 3 of a multirun invalid": [
         "-m",
         "+model=ppo",

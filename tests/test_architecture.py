@@ -120,7 +120,8 @@ def test_config_schemas_are_light_so_the_check_can_build_them():
     loaded = _imported_by(
         "import modules.agents.config, modules.forecasters.config, envs.frictions, "
         "envs.risk, envs.episode, envs.rewards, envs.factory, datamodules.sources, "
-        "experiments.config.schema, experiments.config.job, experiments.run.entry"
+        "experiments.config.schema, experiments.config.job, experiments.run.entry, "
+        "experiments.config.sweep, experiments.curriculum.compose"
     )
     heavy = {"torch", "pytorch_lightning", "lightning", "torchrl", "tensordict", "wandb"}
     assert not heavy & {m.split(".")[0] for m in loaded}

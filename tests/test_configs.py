@@ -20,8 +20,9 @@ from experiments.config.groups import CONF_DIR
 from experiments.config.job import check_job
 from experiments.config.resolvers import register_resolvers
 from experiments.config.sweep import sweep_jobs
+from experiments.curriculum.compose import compose_phase
 from experiments.curriculum.phases import parse_phases
-from experiments.curriculum.runner import compose_phase, phase_overrides
+from experiments.curriculum.runner import phase_overrides
 from experiments.run.build import instantiate, instantiate_plugins
 from modules.family import family_of
 
@@ -109,7 +110,7 @@ def test_every_curriculum_fits_some_model_and_composes_every_phase(curriculum):
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             for phase in phases:
                 added = phase_overrides(cfg, family, phase, Path("outputs/runs/x/y"))
-                phase_cfg = compose_phase(base, added, phase)  # composed and checked
+                phase_cfg = compose_phase(base, added, phase.name)  # composed and checked
                 build_plugins(phase_cfg)
 
 

@@ -34,6 +34,13 @@ def group_options(key: str) -> list[str]:
     return options(key.replace(".", "/"), job_conf_dirs())
 
 
+def job_overrides() -> list[str]:
+    """The task overrides of this job (``+model=NAME``, ``seed=1``...); none outside Hydra."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
 class NoModel(ConfigError):
     """The run names no model (``+model=NAME``)."""
 

@@ -74,6 +74,7 @@ class CheckEveryJob(Callback):
         from hydra import compose
 
         from experiments.config.job import check_job
+        from experiments.curriculum.compose import check_curriculum
 
         started = time.perf_counter()
         jobs = sweep_jobs(config)
@@ -83,6 +84,7 @@ class CheckEveryJob(Callback):
             try:
                 cfg = compose(config_name=name, overrides=[*search, *job])
                 check_job(cfg)
+                check_curriculum(cfg, list(job), search)
             except UserInputError as err:
                 label = " ".join(job) or "(no overrides)"
                 print(

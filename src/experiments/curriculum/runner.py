@@ -23,15 +23,13 @@ import logging
 import math
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from datamodules.errors import ConfigError
-from experiments.config.groups import conf_dirs, rewrite_shorthand, searchpath_from_args
+from experiments.config.job import job_overrides
+from experiments.curriculum.compose import compose_phase, one_process_error
 from experiments.curriculum.context import PhaseContext, load_phase_end
 from experiments.curriculum.phases import Phase, parse_phases, phase_folder
-from experiments.run.tracking import job_overrides
 from experiments.runtime.resume import latest_checkpoint
 from modules.hardware import Hardware
 
@@ -64,45 +62,11 @@ def phase_overrides(cfg: DictConfig, family: type, phase: Phase, root: Path) -> 
     return added
 
 
-def compose_phase(base: list[str], added: list[str], phase: Phase) -> DictConfig:
-    """The phase's config: Hydra composes the job's overrides followed by the phase's."""
-    from hydra import compose
-
-    config_name, search = "config", []
-    if HydraConfig.initialized():
-        hydra = HydraConfig.get()
-        config_name = hydra.job.config_name
-        # Where configs are found (a user's own conf dirs) is part of what the job composed.
-        search = [o for o in hydra.overrides.hydra if o.startswith("hydra.searchpath")]
-    dirs = conf_dirs(searchpath_from_args(search))
-    try:
-        composed = compose(
-            config_name=config_name, overrides=[*search, *base, *rewrite_shorthand(added, dirs)]
-        )
-    except HydraException as err:
-        raise ConfigError(
-            f"curriculum phase '{phase.name}': its config could not be composed from the run's "
-            f"overrides plus the phase's {list(added)}: {str(err).splitlines()[0]} Fix the "
-            "phase's overrides in its conf/curriculum file (a key must exist in the config; add "
-            "new ones with +key=value)."
-        ) from None
-    from experiments.config.job import check_job
-
-    try:
-        check_job(composed)
-    except ConfigError as err:
-        raise ConfigError(f"curriculum phase '{phase.name}' ({' '.join(added)}): {err}") from None
-    return composed
-
-
 def check_one_process(cfg: DictConfig, hw: Hardware) -> None:
-    """Curricula run their phases one after another in one process; refuse DDP configs."""
+    """Curricula run their phases one after another in one process; refuse DDP hardware (as
+    resolved: ``devices: auto`` too; the config check refused what the config says)."""
     if hw.world_size > 1 or "ddp" in hw.strategy_name.lower():
-        raise ConfigError(
-            f"curriculum={cfg.curriculum.name} with {hw.describe()}: a curriculum runs its "
-            "phases one after another in one process, so multi-process DDP is not supported "
-            "with it. Use hardware=cpu or hardware=gpu, or run the phases as separate runs."
-        )
+        raise one_process_error(cfg, hw.describe())
 
 
 class CurriculumState:
@@ -153,7 +117,7 @@ def run_curriculum(cfg: DictConfig, root: Path, hw: Hardware, train_phase) -> di
     log.info("curriculum %s: %s", cfg.curriculum.name, " -> ".join(f"{p.name}" for p in phases))
     # Every phase still to run is composed and checked before the first one trains.
     pending = {
-        index: (added, compose_phase(base, added, phase))
+        index: (added, compose_phase(base, added, phase.name))
         for index, phase in enumerate(phases)
         if not state.done(index)
         for added in [phase_overrides(cfg, family, phase, root)]

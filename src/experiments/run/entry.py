@@ -17,7 +17,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from datamodules.errors import UserInputError
-from experiments.config.job import NoModel, check_job
+from experiments.config.job import NoModel, check_job, job_overrides
+from experiments.curriculum.compose import check_curriculum
 from experiments.runtime.disk import DiskFull, disk_full, is_disk_full
 from experiments.runtime.noise import quiet_library_noise
 from experiments.runtime.sweep_resume import (
@@ -78,6 +79,7 @@ def run(cfg: DictConfig) -> float | None:
     """Run one job; exit with status 2 and a one-paragraph message on bad input."""
     try:
         check_job(cfg)
+        check_curriculum(cfg, job_overrides())
         done = continued_sweep_job(cfg)  # a sweep's job that had finished: nothing to import
     except UserInputError as err:
         print(str(err) if isinstance(err, NoModel) else f"Error: {err}", file=sys.stderr)

@@ -27,12 +27,13 @@ from datamodules.database.uri import mask_credentials, mask_secrets
 from datamodules.errors import ConfigError
 from datamodules.pipeline import MarketData
 from datamodules.quality import QualityError
+from experiments.config.job import job_overrides
 from experiments.curriculum.context import PhaseContext
 from experiments.run.artifacts import track_inputs, track_model
 from experiments.run.build import build_module, plan_model
 from experiments.run.console import config_tree
 from experiments.run.report import report, write_quality
-from experiments.run.tracking import finish, job_overrides, make_logger, run_name
+from experiments.run.tracking import finish, make_logger, run_name
 from experiments.run.trainer import make_trainer
 from experiments.runtime.checkpoints import intact_checkpoint
 from experiments.runtime.hardware import checkpoint_world_size, resolve_hardware

@@ -23,15 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 from datamodules.database.uri import mask_credentials, mask_secrets
+from experiments.config.job import job_overrides
 
 log = logging.getLogger(__name__)
-
-
-def job_overrides() -> list[str]:
-    """The task overrides of this job (``+model=NAME``, ``seed=1``...)."""
-    if not HydraConfig.initialized():
-        return []
-    return list(HydraConfig.get().overrides.task)
 
 
 # Overrides that change where or how loudly a run goes, not what it computes: left out of names.

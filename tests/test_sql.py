@@ -227,9 +227,10 @@ def test_appended_rows_rebuild_the_features_and_an_unchanged_table_reuses_them(
     assert build().cache_hit
 
 
-def test_a_bar_corrected_in_place_rebuilds_the_features(database_uri, tmp_path):
-    # The row count and the first and last bar stay as they were: only the digest sees it.
-    bars = sample_table(database_uri, ["MSFT"])
+def _rebuilt_after(database_uri: str, tmp_path, statement: str):
+    """(the features built before, after ``statement`` ran): an UPDATE that leaves the row
+    count and the first and last bar as they were still rebuilds them, and the rebuilt
+    features are then reused."""
     cache = str(tmp_path / "cache")
 
     def build():
@@ -237,48 +238,48 @@ def test_a_bar_corrected_in_place_rebuilds_the_features(database_uri, tmp_path):
 
     first = build()
     assert build().cache_hit
+    with connect(parse_uri(database_uri), write=True) as db:
+        db.execute(statement)
+        db.commit()
+    rebuilt = build()
+    assert not rebuilt.cache_hit
+    assert build().cache_hit
+    return first, rebuilt
+
+
+def test_a_bar_corrected_in_place_rebuilds_the_features(database_uri, tmp_path):
+    # The row count and the first and last bar stay as they were: only the digest sees it.
+    bars = sample_table(database_uri, ["MSFT"])
     day = bars["timestamp"][bars.height // 2]
     close = float(bars.filter(pl.col("timestamp") == day)["close"][0])
     fixed = round(close * 1.01, 4)
-    with connect(parse_uri(database_uri), write=True) as db:
-        db.execute(
-            f"UPDATE bars SET close = {fixed}, high = greatest(high, {fixed}) "
-            f"WHERE ticker = 'MSFT' AND timestamp = '{day.isoformat()}'"
-        )
-        db.commit()
-    corrected = build()
-    assert not corrected.cache_hit
+    first, corrected = _rebuilt_after(
+        database_uri,
+        tmp_path,
+        f"UPDATE bars SET close = {fixed}, high = greatest(high, {fixed}) "
+        f"WHERE ticker = 'MSFT' AND timestamp = '{day.isoformat()}'",
+    )
     assert corrected.market.num_bars == first.market.num_bars
     row = int(np.flatnonzero(corrected.market.timestamps == np.datetime64(day))[0])
     assert corrected.market.close[row, 0] == pytest.approx(fixed)
     assert first.market.close[row, 0] == pytest.approx(close)
-    assert build().cache_hit
 
 
 def test_a_bar_moved_inside_the_range_rebuilds_the_features(database_uri, tmp_path):
     # The row count, the first and last bar and every price stay as they were: only the times'
     # digest sees it.
     bars = sample_table(database_uri, ["MSFT"])
-    cache = str(tmp_path / "cache")
-
-    def build():
-        return SQLSource(tickers=["MSFT"], uri=database_uri, bar_size="1d", cache_dir=cache).build()
-
-    first = build()
-    assert build().cache_hit
     day = bars["timestamp"][bars.height // 2]
     moved = day + dt.timedelta(hours=1)  # the same session's date, an hour later
-    with connect(parse_uri(database_uri), write=True) as db:
-        db.execute(
-            f"UPDATE bars SET timestamp = '{moved.isoformat()}' "
-            f"WHERE ticker = 'MSFT' AND timestamp = '{day.isoformat()}'"
-        )
-        db.commit()
-    rebuilt = build()
-    assert not rebuilt.cache_hit
+    first, rebuilt = _rebuilt_after(
+        database_uri,
+        tmp_path,
+        f"UPDATE bars SET timestamp = '{moved.isoformat()}' "
+        f"WHERE ticker = 'MSFT' AND timestamp = '{day.isoformat()}'",
+    )
     assert np.datetime64(moved) in rebuilt.market.timestamps
     assert np.datetime64(day) in first.market.timestamps
-    assert build().cache_hit
+    assert np.datetime64(day) not in rebuilt.market.timestamps
 
 
 def test_the_cache_key_and_the_source_repr_hold_no_credentials(postgres_server, postgres_uri):

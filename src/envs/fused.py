@@ -2,7 +2,7 @@
 
 ``torch.compile`` re-enters dynamo on every call: its frame hook, its guards, the bytecode that
 flattens the inputs and rebuilds the outputs, and AOT autograd's runtime wrappers. For the
-trading env's compiled step that is about 25 us a call, an eighth of the whole step at 4,096 envs
+trading env's compiled step that is about 40 us a call, a sixth of the whole step at 4,096 envs
 on a CPU (bench/env_throughput.py). :class:`FusedFunction` traces its function once, at its first
 call, with ``make_fx`` over fake tensors, compiles that graph with inductor's ``compile_fx_inner``
 (the same lowering, kernels and numbers as ``torch.compile``) and from then on each call is a list

@@ -18,7 +18,13 @@ from omegaconf import DictConfig
 from datamodules.errors import ConfigError
 from experiments.config.groups import conf_dirs, rewrite_shorthand, searchpath_from_args
 
-__all__ = ["check_curriculum", "compose_phase", "one_process_error"]
+__all__ = ["check_curriculum", "compose_phase", "one_process_error", "phase_base"]
+
+
+def phase_base(overrides: Sequence[str]) -> list[str]:
+    """The job's overrides every phase composes with: all but ``resume=`` (the curriculum
+    resumes phase by phase, each from its own folder)."""
+    return [o for o in overrides if not o.lstrip("+").startswith("resume=")]
 
 
 def compose_phase(
@@ -86,6 +92,6 @@ def check_curriculum(cfg: DictConfig, base: list[str], search: Sequence[str] | N
     ):
         words = f"hardware: devices={devices}, num_nodes={nodes}, strategy={target}"
         raise one_process_error(cfg, words)
-    base = [o for o in base if not o.lstrip("+").startswith("resume=")]
+    base = phase_base(base)
     for phase in curriculum.phases:
         compose_phase(base, list(phase.get("overrides") or []), str(phase.name), search)

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from datamodules.errors import ConfigError
 from experiments.config.job import job_overrides
-from experiments.curriculum.compose import compose_phase, one_process_error
+from experiments.curriculum.compose import compose_phase, one_process_error, phase_base
 from experiments.curriculum.context import PhaseContext, load_phase_end
 from experiments.curriculum.phases import Phase, parse_phases, phase_folder
 from experiments.runtime.resume import latest_checkpoint
@@ -112,7 +112,7 @@ def run_curriculum(cfg: DictConfig, root: Path, hw: Hardware, train_phase) -> di
     family = get_class(str(cfg.model._target_))
     phases = parse_phases(cfg.curriculum, family.lengths)
     check_one_process(cfg, hw)
-    base = [o for o in job_overrides() if not o.lstrip("+").startswith("resume=")]
+    base = phase_base(job_overrides())
     state = CurriculumState(root, str(cfg.curriculum.name), phases)
     log.info("curriculum %s: %s", cfg.curriculum.name, " -> ".join(f"{p.name}" for p in phases))
     # Every phase still to run is composed and checked before the first one trains.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from pathlib import Path
@@ -36,6 +37,19 @@ def pytest_configure(config) -> None:
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_sessionstart(session) -> None:
+    """No cyclic garbage collection while the test modules import torch, Lightning and the
+    rest (the app's commands do the same: experiments.runtime.collection)."""
+    gc.disable()
+
+
+def pytest_collection_finish(session) -> None:
+    """What collection imported lives until the session ends: into the collector's permanent
+    generation, which its passes during the tests skip; then collect again."""
+    gc.freeze()
+    gc.enable()
 
 
 @pytest.fixture

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from experiments.runtime import collection
 
-from experiments.config.groups import CONF_DIR, conf_dirs, rewrite_shorthand, searchpath_from_args
-from experiments.config.overrides import unknown_key_error
-from experiments.config.resolvers import register_resolvers
-from experiments.run.entry import run
-from experiments.runtime.exits import run_command
+collection.pause()  # until the heavy imports are done (experiments.runtime.collection)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from experiments.config.groups import CONF_DIR, conf_dirs, rewrite_shorthand, searchpath_from_args  # noqa: E402
+from experiments.config.overrides import unknown_key_error  # noqa: E402
+from experiments.config.resolvers import register_resolvers  # noqa: E402
+from experiments.run.entry import run  # noqa: E402
+from experiments.runtime.exits import run_command  # noqa: E402
 
 register_resolvers()
 

@@ -1,7 +1,13 @@
 """`python -m experiments.export RUN_DIR`: write a verified export/ for a finished run."""
 
-from experiments.export.bundle import main
-from experiments.runtime.exits import run_command
+from experiments.runtime import collection
+
+collection.pause()  # until the imports below are done (experiments.runtime.collection)
+
+from experiments.export.bundle import main  # noqa: E402
+from experiments.runtime.exits import run_command  # noqa: E402
+
+collection.resume()
 
 if __name__ == "__main__":
     run_command(main)  # exits promptly with main's status, whatever W&B's service does

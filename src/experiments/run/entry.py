@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from datamodules.errors import UserInputError
 from experiments.config.job import NoModel, check_job, job_overrides
 from experiments.curriculum.compose import check_curriculum
+from experiments.runtime import collection
 from experiments.runtime.disk import DiskFull, disk_full, is_disk_full
 from experiments.runtime.noise import quiet_library_noise
 from experiments.runtime.sweep_resume import (
@@ -92,6 +93,8 @@ def run(cfg: DictConfig) -> float | None:
     quiet_library_noise()
     from experiments.run.job import train
     from modules.family import TrainingDiverged
+
+    collection.resume()  # the heavy imports are done: collect again, skipping what they made
 
     try:
         metrics = train(cfg)

@@ -56,6 +56,7 @@ from modules.agents.inference import QInference
 from modules.agents.nets import QNet
 from modules.agents.replay import load_replay_state, replay_state
 from modules.collectives import average_gradients
+from modules.gradients import clip_grad_norm, drop_grads
 from modules.schedules import lr_lambda
 from modules.signature import Inference, float_signature
 
@@ -365,11 +366,11 @@ class DQNModule(AgentModule):
         for _ in range(updates):
             rows, index = self._sample(stored)
             loss, priority = self.td_loss(rows, target_net)
-            opt.zero_grad()
+            drop_grads(params)  # opt.zero_grad(), without its per-call work
             self.manual_backward(loss)
             average_gradients(params)  # the mean over processes (no-op alone)
             if self.optim_cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.max_grad_norm)
+                clip_grad_norm(params, self.optim_cfg.max_grad_norm)
             opt.step()
             self._update_target(online, target)
             if self.replay_cfg.prioritized:  # one priority per transition: (B, 1) -> (B,)

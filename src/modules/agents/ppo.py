@@ -38,6 +38,7 @@ from modules.agents.config import (
 from modules.agents.inference import PolicyInference, RecurrentPolicyInference
 from modules.agents.nets import PolicyNet, ValueNet
 from modules.collectives import average_gradients, sum_over_ranks
+from modules.gradients import clip_grad_norm
 from modules.schedules import lr_lambda
 from modules.signature import Inference, float_signature
 
@@ -211,7 +212,7 @@ class PPOModule(AgentModule):
 
     def _step(self, optimizer, params) -> None:
         if self.optim_cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.max_grad_norm)
+            clip_grad_norm(params, self.optim_cfg.max_grad_norm)
         optimizer.step()
 
     def learn(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:

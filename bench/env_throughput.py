@@ -17,7 +17,7 @@ is shown, the window's mean goes to the JSON too):
   tensors), so the TensorDict packing, spec handling and partial resets are included.
   *core steps/s* is the env's pure transition, ``env.advance(action)``, with one full
   ``env.reset()`` per episode length. *compile s* is the env's own timing of its first
-  compiled step (``env.compile_seconds``, logged by the env; cold: a fresh inductor cache per
+  compiled reset and step (``env.compile_seconds``, logged by the env; cold: a fresh inductor cache per
   run); for the minimal env, the warm-up calls' wall time minus what as many steady calls take.
 * **gym-anytrading** ``stocks-v0`` (one env; *core* = the unwrapped env without gymnasium's
   wrappers) and gymnasium's ``SyncVectorEnv`` of 64 of them, random actions, reset on done.
@@ -281,7 +281,7 @@ def bench_ours(
         n_warm = 3 if compiled else 1
         warm(step, device, n_warm)
         steps = timed(step, device, seconds)
-        compile_s = env.compile_seconds  # the env's own timing of its first compiled step
+        compile_s = env.compile_seconds  # the env's own timing of its first compiled reset+step
 
         env.reset()
         length = env.length
@@ -732,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
         "each timing window; window means in the JSON), through TorchRL's "
         "env.step_and_maybe_reset (gym rows: env.step + reset on done). core: our "
         "env.advance(action) / FinancialRegimeEnv._step / gym-anytrading's unwrapped env.",
-        "compile s: ours, the env's own timing of its first compiled step (env.compile_seconds); "
+        "compile s: ours, the env's own timing of its first compiled reset and step "
+        "(env.compile_seconds, inductor's start-up included); "
         "the minimal env, warm-up wall time minus steady-state time for the same calls"
         + (" (fresh inductor cache: cold compiles)." if cache else " (reused inductor cache)."),
         "variant (default): the path of the config as it is (env.compile=auto: compiled from "

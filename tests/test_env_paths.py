@@ -5,6 +5,7 @@ returns, value for value, resets of finished envs included."""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -182,5 +183,8 @@ def test_the_compiled_lean_path_matches_the_eager_generic_path_and_logs_its_comp
             out_b, b = EnvBase.step_and_maybe_reset(eager, b)
             for key in out_b.keys(True, True):
                 torch.testing.assert_close(out_a[key], out_b[key], rtol=1e-12, atol=1e-9)
-    assert compiled.compile_seconds is not None and compiled.compile_seconds > 0
-    assert "env: step compiled in" in caplog.text
+    # Both compiles are timed and logged, and compile_seconds is their sum.
+    logged = dict(re.findall(r"env: (reset|step) compiled in ([0-9.]+) s", caplog.text))
+    assert set(logged) == {"reset", "step"}
+    assert compiled.compile_seconds == pytest.approx(sum(map(float, logged.values())), abs=0.1)
+    assert f"compiling has taken {compiled.compile_seconds:.1f} s in all" in caplog.text

@@ -109,8 +109,9 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
     ``compile``: compile the pure step and reset with inductor (on a CPU a
     :class:`~envs.fused.FusedFunction`, on a GPU ``torch.compile``): ``auto`` (the default)
     does so on a GPU and from ``compile_min_envs`` envs on a CPU, where large runs repay the
-    compile; the choice and the compile time are logged (``compile_reason``,
-    ``compile_seconds``).
+    compile; the choice and the compile time are logged (``compile_reason``;
+    ``compile_seconds``, the first compiled reset's and step's wall time, inductor's start-up
+    included).
     ``evaluation``: the evaluation env (float64 accounting, not compiled, one episode from the
     split's first bar to its end, whatever the config says).
 
@@ -188,7 +189,9 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
             self.compiled, self.compile_reason = compile_choice(
                 compile, num_envs, device, int(compile_min_envs)
             )
-        self.compile_seconds: float | None = None  # wall time of the first compiled step
+        # Wall time of the compiled reset's and step's first calls (each compiles; the first
+        # compile of a process also starts inductor, seconds more on a cold cache).
+        self.compile_seconds: float | None = None
         window = int(self.episode.window)
         # The spans the env trades on (one for a time split; CPCV's training groups are
         # several): each [start, stop) with its first decision once the window fits. An episode
@@ -533,27 +536,38 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         except Exception as err:  # no C++ compiler, an inductor failure: eager is exact
             self._compile_failed(err)
             return self._step_outputs(state, action)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.compile_seconds = time.perf_counter() - start
         self._step_fn = self._compiled_step
-        log.info(
-            "env: step compiled in %.1f s (%d envs, %s)",
-            self.compile_seconds,
-            self.num_envs,
-            getattr(self._compiled_step, "path", None) or "torch.compile",
-        )
+        self._compiled_in("step", self._compiled_step, start)
         return out
 
     def _first_compiled_reset(self, state, mask, start):
-        """The first call of the compiled reset (it compiles), then the compiled reset itself."""
+        """The first call of the compiled reset (it compiles, timed and logged), then the
+        compiled reset itself."""
+        began = time.perf_counter()
         try:
             out = self._compiled_reset(state, mask, start)
         except Exception as err:
             self._compile_failed(err)
             return self.reset_state(state, mask, start)
         self._reset_fn = self._compiled_reset
+        self._compiled_in("reset", self._compiled_reset, began)
         return out
+
+    def _compiled_in(self, what: str, fn: object, start: float) -> None:
+        """Add the wall time since ``start`` of ``what``'s first compiled call to
+        ``compile_seconds`` and log both."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        self.compile_seconds = (self.compile_seconds or 0.0) + seconds
+        log.info(
+            "env: %s compiled in %.1f s (%d envs, %s); compiling has taken %.1f s in all",
+            what,
+            seconds,
+            self.num_envs,
+            getattr(fn, "path", None) or "torch.compile",
+            self.compile_seconds,
+        )
 
     def _compile_failed(self, err: Exception) -> None:
         """torch.compile could not build the step: the env steps eagerly (the same numbers)."""

@@ -71,8 +71,7 @@ def learning_curves(
     panels = wanted + train
     if not panels:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    fig, axes = _figure((6 * len(panels), 4), len(panels))
     for ax, key in zip(axes[0], panels, strict=True):
         for label, colour, members in _groups(records, table, keys):
             curves = []
@@ -91,10 +90,9 @@ def learning_curves(
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(loc="upper left", fontsize=8)  # as equity_curves places its legend
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -110,8 +108,8 @@ def equity_curves(
     }
     if not frames:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = _figure((10, 5))
+    ax = ax[0, 0]
     baselines: dict[str, list[np.ndarray]] = {}
     for label, colour, members in _groups(records, table, keys):
         curves = []
@@ -141,28 +139,29 @@ def equity_curves(
     ax.set_title("test equity (currency): model by configuration, baselines in grey")
     ax.set_ylabel("equity")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # A fixed corner, as the run reports' charts: "best" tests every vertex of every line
+    # (with 50 runs' 2,300-bar curves and baselines, about 0.8 s of the command).
+    ax.legend(loc="upper left", fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
-def _pyplot():
-    import matplotlib
+def _figure(size: tuple[float, float], columns: int = 1):
+    """A matplotlib Figure of ``size`` inches and its (1, ``columns``) axes; no pyplot (no GUI
+    backend to pick, nothing global, and 0.2 s less to import)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=size)
+    return fig, fig.subplots(1, columns, squeeze=False)
 
 
 def overfitting_logits(path: Path, logits: np.ndarray, pbo: float, splits: int) -> Path:
     """The distribution of the CSCV logits (one per in/out-of-sample split): the share at or
     below 0 is the probability of backtest overfitting."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure((7, 4))
+    ax = ax[0, 0]
     finite = logits[np.isfinite(logits)]
     ax.hist(finite, bins=min(50, max(10, int(np.sqrt(finite.size)))), color="tab:blue", alpha=0.8)
     ax.axvline(0.0, color="black", linewidth=1.0, linestyle="--")
@@ -172,15 +171,14 @@ def overfitting_logits(path: Path, logits: np.ndarray, pbo: float, splits: int) 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def path_sharpes(path: Path, sharpes: dict[str, np.ndarray]) -> Path:
     """The distribution of the CPCV backtest paths' annualised Sharpe ratios, one strip of
     points per configuration, its median marked."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(sharpes)), 4))
+    fig, ax = _figure((max(6, 1.5 * len(sharpes)), 4))
+    ax = ax[0, 0]
     for i, values in enumerate(sharpes.values()):
         x = np.full(len(values), i, dtype=float) + np.linspace(-0.15, 0.15, len(values))
         ax.scatter(x, values, s=18, alpha=0.8)
@@ -195,5 +193,4 @@ def path_sharpes(path: Path, sharpes: dict[str, np.ndarray]) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from datamodules.market import Market
 from datamodules.sources import SampleSource, SyntheticSource
+from experiments.runtime import collection
 
 # The fixtures' markets predate data.split's default gap of 20 bars; they keep no gap so
 # their normalisation (fitted on the training split) stays what the tests were written on.
@@ -41,15 +41,14 @@ def pytest_configure(config) -> None:
 
 def pytest_sessionstart(session) -> None:
     """No cyclic garbage collection while the test modules import torch, Lightning and the
-    rest (the app's commands do the same: experiments.runtime.collection)."""
-    gc.disable()
+    rest, as the app's commands do."""
+    collection.pause()
 
 
 def pytest_collection_finish(session) -> None:
     """What collection imported lives until the session ends: into the collector's permanent
     generation, which its passes during the tests skip; then collect again."""
-    gc.freeze()
-    gc.enable()
+    collection.resume()
 
 
 @pytest.fixture

@@ -5,12 +5,13 @@ same for a damaged checkpoint at export and a damaged export bundle."""
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import warm
 from helpers.cli import app_env, dqn_cmd, read_metrics, run_app, run_folders
 from helpers.export import copy_bundle, exported
 
@@ -34,7 +35,7 @@ def one_paragraph(stderr: str) -> str:
 def finished(tmp_path_factory) -> Path:
     """A finished run's folder (``best-iter*.ckpt`` and ``last.ckpt``); tests take copies."""
     out = tmp_path_factory.mktemp("finished")
-    done = subprocess.run(agent_cmd(out), capture_output=True, text=True, env=app_env())
+    done = warm.run(agent_cmd(out), env=app_env())
     assert done.returncode == 0, done.stderr[-3000:]
     (folder,) = run_folders(out)
     return folder
@@ -60,10 +61,8 @@ def test_a_truncated_last_checkpoint_is_set_aside_and_the_best_one_resumes(finis
     cut = cut_short(ckpts / "last.ckpt")
     (run / "metrics.json").unlink()  # what a run that died in its last save leaves
 
-    done = subprocess.run(
+    done = warm.run(
         agent_cmd(tmp_path / "outputs", f"resume={run}"),
-        capture_output=True,
-        text=True,
         env=app_env(),
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -87,10 +86,8 @@ def test_with_every_checkpoint_damaged_resume_is_one_paragraph_and_nothing_is_de
     names = sorted(p.name for p in ckpts.glob("*.ckpt"))
     sizes = {name: cut_short(ckpts / name) for name in names}
 
-    done = subprocess.run(
+    done = warm.run(
         agent_cmd(tmp_path / "outputs", f"resume={run}"),
-        capture_output=True,
-        text=True,
         env=app_env(),
     )
     assert done.returncode == 2, done.stderr[-3000:]
@@ -104,20 +101,52 @@ def test_with_every_checkpoint_damaged_resume_is_one_paragraph_and_nothing_is_de
     assert not list(ckpts.glob("*.ckpt"))
 
 
+def saved(state: object, path: Path, at: int) -> Path:
+    """``torch.save`` with the file's modification time set to ``at`` seconds (so which one is
+    newer does not hang on the file system's clock tick)."""
+    torch.save(state, path)
+    os.utime(path, ns=(at * 10**9, at * 10**9))
+    return path
+
+
+GOOD = {k: 0 for k in ("loops", "optimizer_states", "epoch", "global_step")}
+
+
 def test_the_newest_intact_checkpoint_is_chosen_and_a_second_damage_gets_a_new_name(tmp_path):
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
-    good = {k: 0 for k in ("loops", "optimizer_states", "epoch", "global_step")}
-    torch.save({**good, "state_dict": {"w": torch.ones(2)}}, ckpts / "best-iter0003.ckpt")
-    torch.save({**good, "state_dict": {}}, ckpts / "last.ckpt")  # newest, but holds no model
-    assert checkpoint_problem(ckpts / "last.ckpt") == "its state_dict is empty"
-    assert intact_checkpoint(tmp_path, "resume=X") == ckpts / "best-iter0003.ckpt"
-    torch.save({"state_dict": {"w": torch.ones(2)}}, ckpts / "last.ckpt")  # damaged again
-    assert "it lacks loops, optimizer_states" in checkpoint_problem(ckpts / "last.ckpt")
-    assert intact_checkpoint(tmp_path, "resume=X") == ckpts / "best-iter0003.ckpt"
+    best = saved({**GOOD, "state_dict": {"w": torch.ones(2)}}, ckpts / "best-iter0003.ckpt", 100)
+    last = saved({**GOOD, "state_dict": {}}, ckpts / "last.ckpt", 200)  # newest, holds no model
+    assert checkpoint_problem(last) == "its state_dict is empty"
+    assert intact_checkpoint(tmp_path, "resume=X") == best
+    saved({"state_dict": {"w": torch.ones(2)}}, last, 300)  # damaged again
+    assert "it lacks loops, optimizer_states" in checkpoint_problem(last)
+    assert intact_checkpoint(tmp_path, "resume=X") == best
     assert (ckpts / "last.ckpt.damaged").is_file() and (ckpts / "last.ckpt.damaged-1").is_file()
     torch.save([1, 2], ckpts / "odd.ckpt")
     assert checkpoint_problem(ckpts / "odd.ckpt") == "it holds a list, not a training checkpoint"
+
+
+def test_checkpoints_saved_in_the_same_clock_tick_are_tried_in_the_order_they_are_written(
+    tmp_path,
+):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    state = {**GOOD, "state_dict": {"w": torch.ones(2)}}
+    for name in ("best-iter0003.ckpt", "best-iter0010.ckpt", "last.ckpt", "interrupted-1.ckpt"):
+        saved(state, ckpts / name, 100)
+    saved(state, ckpts / "best-iter0002.ckpt", 99)
+    tried = []
+    while (found := intact_checkpoint(tmp_path, "resume=X")) is not None:
+        tried.append(found.name)
+        found.unlink()
+    assert tried == [
+        "interrupted-1.ckpt",
+        "last.ckpt",
+        "best-iter0010.ckpt",
+        "best-iter0003.ckpt",
+        "best-iter0002.ckpt",
+    ]
 
 
 def test_export_of_a_damaged_checkpoint_is_one_paragraph_and_changes_nothing(finished, tmp_path):

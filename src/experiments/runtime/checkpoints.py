@@ -103,9 +103,22 @@ def set_aside(path: Path) -> Path:
     return target
 
 
+# Within one save the app writes the best checkpoint (at validation's end), then last.ckpt (at
+# the epoch's end), then interrupted*.ckpt (on a signal): the order that breaks a tie of times,
+# which the file system's clock tick (a few ms) makes common for small files.
+_WRITTEN_LATER = {"last": 1, "interrupted": 2}
+
+
+def _recency(path: Path) -> tuple[int, int, str]:
+    written_later = _WRITTEN_LATER.get(path.stem.split("-")[0], 0)
+    return path.stat().st_mtime_ns, written_later, path.name
+
+
 def _newest_first(run_dir: Path) -> list[Path]:
-    found = list((Path(run_dir) / "checkpoints").glob("*.ckpt"))
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    """The folder's ``*.ckpt`` files, newest first: by modification time, ties broken by the
+    order the app writes them in, then by name (``best-iter0010`` before ``best-iter0003``)."""
+    found = (Path(run_dir) / "checkpoints").glob("*.ckpt")
+    return sorted(found, key=_recency, reverse=True)
 
 
 def intact_checkpoint(run_dir: Path, setting: str, rank: int = 0) -> Path | None:

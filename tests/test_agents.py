@@ -4,12 +4,12 @@ Ctrl+C, refuses what it cannot do, and learns what is there (slow tests)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import warm
 from helpers.cli import (
     TINY_AGENT,
     app_env,
@@ -116,7 +116,7 @@ def _agent_cmd(out: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_a_run_stopped_by_ctrl_c_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    done = subprocess.run(_agent_cmd(straight), capture_output=True, text=True, env=app_env())
+    done = warm.run(_agent_cmd(straight), env=app_env())
     assert done.returncode == 0, done.stderr[-3000:]
 
     # Interrupt once training is under way (the first periodic checkpoint exists).
@@ -128,9 +128,7 @@ def test_a_run_stopped_by_ctrl_c_resumes_to_exactly_the_uninterrupted_result(tmp
     checkpoint = torch.load(folder / "checkpoints" / "interrupted.ckpt", weights_only=True)
     assert 0 < checkpoint["agent_state"]["iteration"] < 200
 
-    resumed = subprocess.run(
-        _agent_cmd(stopped, f"resume={folder}"), capture_output=True, text=True, env=app_env()
-    )
+    resumed = warm.run(_agent_cmd(stopped, f"resume={folder}"), env=app_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = read_metrics(run_folders(straight)[0])
     b = read_metrics(folder)
@@ -145,19 +143,15 @@ def test_a_run_stopped_by_ctrl_c_resumes_to_exactly_the_uninterrupted_result(tmp
 @pytest.mark.slow
 def test_resume_auto_finds_the_run_with_the_same_overrides(tmp_path):
     out = tmp_path / "outputs"
-    first = subprocess.run(
+    first = warm.run(
         _agent_cmd(out, "model.collector.iterations=10", "logger=none"),
-        capture_output=True,
-        text=True,
         env=app_env(),
     )
     assert first.returncode == 0, first.stderr[-3000:]
     (folder,) = run_folders(out)
     before = json.loads((folder / "metrics.json").read_text())
-    again = subprocess.run(
+    again = warm.run(
         _agent_cmd(out, "model.collector.iterations=10", "logger=none", "resume=auto"),
-        capture_output=True,
-        text=True,
         env=app_env(),
     )
     assert again.returncode == 0, again.stderr[-3000:]

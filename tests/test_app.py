@@ -74,8 +74,9 @@ def test_transformer_run_logs_attention_maps(out):
 
 
 def test_same_seed_gives_identical_results(out):
-    for _ in range(2):
-        done = run_app("+model=lstm", *TINY, "seed=3", "logger=none", output_root=out)
+    # A new interpreter, then a warm one (helpers.warm): two processes, two hash seeds.
+    for fresh in (True, False):
+        done = run_app("+model=lstm", *TINY, "seed=3", "logger=none", output_root=out, fresh=fresh)
         assert done.returncode == 0, done.stderr[-3000:]
     first, second = (read_metrics(f) for f in run_folders(out))
     assert first["test"] == second["test"]

@@ -5,13 +5,13 @@ carry over (across shape changes too), and an interrupted curriculum resumes whe
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import warm
 from helpers.cli import TINY, app_env, ctrl_c_once, run_app
 from omegaconf import OmegaConf
 
@@ -345,7 +345,7 @@ def test_an_interrupted_curriculum_resumes_at_the_phase_it_stopped_in(tmp_path):
     state = json.loads((root / "curriculum.json").read_text())
     assert [p.get("status") for p in state["phases"]] == ["done", "running", None]
 
-    done = subprocess.run([*cmd, f"resume={root}"], capture_output=True, text=True, env=app_env())
+    done = warm.run([*cmd, f"resume={root}"], env=app_env())
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((root / "curriculum.json").read_text())
     assert [p["status"] for p in state["phases"]] == ["done"] * 3

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import warm
 from helpers.cli import PLUGINS, dqn_cmd, plugin_env, read_metrics, run_folders
 
 from experiments.runtime.checkpoints import checkpoint_problem
@@ -35,7 +36,7 @@ def fill_disk(at_epoch: int | None, limit: int = LIMIT) -> list[str]:
 
 def app(cmd: list[str]) -> subprocess.CompletedProcess:
     assert PLUGINS.is_dir()
-    return subprocess.run(cmd, capture_output=True, text=True, env=plugin_env(), timeout=600)
+    return warm.run(cmd, env=plugin_env(), timeout=600)
 
 
 def one_paragraph(done: subprocess.CompletedProcess) -> str:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import warm
 from helpers.cli import app_env
 from helpers.configs import compose
 from hypothesis import HealthCheck, Phase, given, settings
@@ -145,10 +146,8 @@ CLI = [
 
 @pytest.mark.parametrize("args", CLI, ids=[a[-1] for a in CLI])
 def test_a_handful_through_the_command_line_exit_2_with_one_paragraph(args, tmp_path):
-    done = subprocess.run(
+    done = warm.run(
         [sys.executable, "-m", "experiments", *args, f"paths.output_root={tmp_path}"],
-        capture_output=True,
-        text=True,
         timeout=120,
         env=app_env(),
         stdin=subprocess.DEVNULL,

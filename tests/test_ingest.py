@@ -5,11 +5,11 @@ validated first, never overwriting a table unless told to (append, or replace)."
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import sys
 
 import polars as pl
 import pytest
+from helpers import warm
 
 from datamodules.database.connection import connect
 from datamodules.database.statements import Bound
@@ -204,7 +204,7 @@ def test_bad_input_is_one_paragraph(args, message, capsys, tmp_path, monkeypatch
 
 
 def test_the_command_runs_as_a_user_types_it(tmp_path):
-    done = subprocess.run(
+    done = warm.run(
         [
             sys.executable,
             "-m",
@@ -214,8 +214,6 @@ def test_the_command_runs_as_a_user_types_it(tmp_path):
             "duckdb:///outputs/market.duckdb",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import polars as pl
 import pytest
 import torch
 import yaml
+from helpers import warm
 from helpers.cli import (
     PLUGIN_SEARCHPATH,
     ctrl_c_once,
@@ -59,9 +59,7 @@ def _a2c_cmd(out: Path, *extra: str) -> list[str]:
 @pytest.mark.slow  # moved out of the default suite (its time); CI runs it
 def test_an_a2c_agent_of_a_users_own_trains_resumes_exactly_exports_and_loads(tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    done = subprocess.run(
-        _a2c_cmd(straight), capture_output=True, text=True, env=plugin_env(), timeout=600
-    )
+    done = warm.run(_a2c_cmd(straight), env=plugin_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (first,) = run_folders(straight)
     resolved = yaml.safe_load((first / "resolved_config.yaml").read_text())
@@ -74,10 +72,8 @@ def test_an_a2c_agent_of_a_users_own_trains_resumes_exactly_exports_and_loads(tm
     (folder,) = [p.parent.parent for p in stopped.rglob("interrupted.ckpt")]
     state = torch.load(folder / "checkpoints" / "interrupted.ckpt", weights_only=True)
     assert 0 < state["agent_state"]["iteration"] < 300
-    resumed = subprocess.run(
+    resumed = warm.run(
         _a2c_cmd(stopped, f"resume={folder}"),
-        capture_output=True,
-        text=True,
         env=plugin_env(),
         timeout=600,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import warm
 from helpers.cli import app_env, read_metrics
 
 from datamodules.errors import ConfigError
@@ -52,7 +53,7 @@ def sweep_cmd(out: Path, seeds: int, *extra: str) -> list[str]:
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=app_env(), timeout=900)
+    done = warm.run(cmd, env=app_env(), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -169,10 +170,8 @@ def test_a_job_folder_holding_another_job_is_refused(tmp_path):
 
 
 def test_resume_of_a_multirun_names_a_sweep_folder_or_is_one_paragraph(tmp_path):
-    done = subprocess.run(
+    done = warm.run(
         sweep_cmd(tmp_path, 2, f"resume={tmp_path}"),
-        capture_output=True,
-        text=True,
         env=app_env(),
         timeout=300,
     )

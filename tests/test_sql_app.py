@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import warm
 from helpers.cli import app_env, read_metrics, run_app, run_folders
 
 from datamodules.database.tables import write_bars
@@ -26,11 +27,9 @@ FAST = ["print_config=false", "export.enabled=false", "logger=none"]
 
 def command(*args: str, cwd: Path, module: str = "experiments") -> subprocess.CompletedProcess:
     """``python -m MODULE ARGS`` run in ``cwd``, as a user types it there."""
-    return subprocess.run(
+    return warm.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        capture_output=True,
-        text=True,
         timeout=600,
         env=app_env(),
     )

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from helpers import warm
+
 # A run small enough for tests: 120 sessions of 15-min bars, one short epoch.
 TINY = [
     "data.synthetic.sessions=120",
@@ -58,22 +60,20 @@ def run_app(
     module: str = "experiments",
     timeout: int = 600,
     env: dict | None = None,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
-    """``python -m experiments ARGS`` with W&B offline and outputs under ``output_root``."""
+    """``python -m experiments ARGS`` with W&B offline and outputs under ``output_root``, as a
+    process of its own (:func:`helpers.warm.run`; ``fresh``: a new interpreter)."""
     cmd = [sys.executable, "-m", module, *args]
     if module == "experiments":
         cmd.append(f"paths.output_root={output_root}")
-    return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, env=env or app_env()
-    )
+    return warm.run(cmd, timeout=timeout, env=env or app_env(), fresh=fresh)
 
 
 def run_compare(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m experiments.compare ARGS`` with no terminal (stdin closed)."""
-    return subprocess.run(
+    return warm.run(
         [sys.executable, "-m", "experiments.compare", *args],
-        capture_output=True,
-        text=True,
         timeout=300,
         env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,

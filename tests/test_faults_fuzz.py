@@ -10,6 +10,7 @@ import copy
 import math
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,18 @@ def leaves(node, prefix: str = ""):
             yield path, child._value()
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A composed preset: its config, its knobs (dotted key, value) and its leaves before
+    interpolation (``data.tickers`` is ``${env.tickers}``), which :func:`related` reads."""
+
+    cfg: DictConfig
+    knobs: list[tuple[str, object]]
+    raw: dict[str, object]
+
+
 @pytest.fixture(scope="module")
-def composed() -> dict[tuple[str, ...], tuple[DictConfig, list[tuple[str, object]]]]:
+def composed() -> dict[tuple[str, ...], Preset]:
     out = {}
     for preset in PRESETS:
         cfg = compose(*preset)
@@ -58,16 +69,16 @@ def composed() -> dict[tuple[str, ...], tuple[DictConfig, list[tuple[str, object
         # _target_, _partial_, _convert_ choose plug-ins rather than tune them (their typos
         # are tests/test_config_check.py's); the rest are the knobs.
         knobs = [(k, v) for k, v in leaves(cfg) if not k.rpartition(".")[2].startswith("_")]
-        out[preset] = (cfg, knobs)
+        raw = dict(leaves(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))))
+        out[preset] = Preset(cfg, knobs, raw)
     return out
 
 
-def related(cfg: DictConfig, key: str) -> set[str]:
-    """``key`` and the keys it is an interpolation of or that interpolate it (``data.tickers``
-    is ``${env.tickers}``: a message may name either)."""
+def related(flat: dict[str, object], key: str) -> set[str]:
+    """``key`` and the keys it is an interpolation of or that interpolate it, in a preset's
+    leaves before interpolation ``flat`` (``data.tickers`` is ``${env.tickers}``: a message
+    may name either)."""
     out = {key}
-    raw = OmegaConf.to_container(cfg, resolve=False)
-    flat = dict(leaves(OmegaConf.create(raw)))
     for other, value in flat.items():
         if value == f"${{{key}}}":
             out.add(other)
@@ -115,7 +126,7 @@ def names_the_key(message: str, key: str) -> bool:
 @given(data=st.data())
 def test_every_perturbed_knob_passes_or_is_one_paragraph_naming_it(composed, data):
     preset = data.draw(st.sampled_from(PRESETS), label="preset")
-    cfg, knobs = composed[preset]
+    cfg, knobs = composed[preset].cfg, composed[preset].knobs
     key, value = data.draw(st.sampled_from(knobs), label="knob")
     bad = data.draw(st.sampled_from(perturbations(value)), label="value")
     TRIED.add((preset, key, repr(bad)))
@@ -126,7 +137,7 @@ def test_every_perturbed_knob_passes_or_is_one_paragraph_naming_it(composed, dat
     except UserInputError as err:
         message = str(err).strip()
         assert "\n" not in message, message
-        named = any(names_the_key(message, k) for k in related(cfg, key))
+        named = any(names_the_key(message, k) for k in related(composed[preset].raw, key))
         assert named, f"{key}={bad!r}: {message}"
 
 

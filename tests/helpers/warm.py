@@ -34,15 +34,21 @@ import tempfile
 import threading
 from pathlib import Path
 
-# What the warm interpreter imports: the modules the app's commands import before their main.
-WARM_IMPORTS = (
-    "experiments.run.entry",
-    "experiments.run.job",
-    "experiments.compare.cli",
-    "experiments.export.bundle",
-    "experiments.ingest.cli",
+# What the warm interpreter imports: every module of the app's packages (but their __main__)
+# and the libraries the app imports only once it runs (W&B's run, the bootstrap's arch,
+# export's ONNX, the reports' matplotlib backends): a second or two of each tiny run. Not
+# onnxruntime, whose import starts a thread (a fork keeps only the forking one).
+WARM_PACKAGES = ("datamodules", "envs", "modules", "experiments")
+WARM_LIBRARIES = (
     "hydra",
     "wandb",
+    "wandb.sdk.wandb_init",
+    "arch.bootstrap",
+    "torch.onnx",
+    "onnx",
+    "onnxscript",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.backends.backend_svg",
 )
 WARM_PREFIX = "experiments"  # the modules (``python -m``) a warm child runs
 FRESH_VARIABLE = "TESTS_FRESH_PROCESSES"  # set (to anything): every command in a new interpreter
@@ -132,6 +138,19 @@ def serve(sock: socket.socket) -> None:
         _send(sock, {"status": os.waitstatus_to_exitcode(status)})
 
 
+def _warm_modules() -> list[str]:
+    import importlib
+    import pkgutil
+
+    names = []
+    for top in WARM_PACKAGES:
+        package = importlib.import_module(top)
+        for info in pkgutil.walk_packages(package.__path__, f"{top}."):
+            if not info.name.endswith(".__main__"):
+                names.append(info.name)
+    return [*names, *WARM_LIBRARIES]
+
+
 def _warm_main() -> None:
     import gc
     import importlib
@@ -140,7 +159,7 @@ def _warm_main() -> None:
     fd = int(sys.argv[1])
     sock = socket.socket(fileno=fd)
     gc.disable()  # the imports below, as the app's commands do (experiments.runtime.collection)
-    for name in WARM_IMPORTS:
+    for name in _warm_modules():
         importlib.import_module(name)
     gc.freeze()
     gc.enable()

@@ -13,8 +13,8 @@ What a warm child shares with its siblings, unlike fresh interpreters: the hash 
 state the imports left (nothing ran) and the modules already imported (a ``PYTHONPATH``
 entry cannot shadow one of them). Tests whose point is the interpreter's start (imports, the
 garbage collector at start-up, the same results from two fresh processes) pass
-``fresh=True`` to get a plain subprocess; commands other than ``python -m MODULE`` always get
-one.
+``fresh=True`` to get a plain subprocess, and so does every command when the environment sets
+``TESTS_FRESH_PROCESSES``; commands other than ``python -m experiments...`` always get one.
 
 The protocol, over a socket pair: the test sends a JSON request (argv, env, cwd) with the
 three file descriptors for the child's stdin, stdout and stderr; the warm interpreter answers
@@ -247,10 +247,16 @@ def run(
 
 
 def _read(*files) -> tuple[str, ...]:
+    """The files' text as ``subprocess.run(..., text=True)`` gives a pipe's: decoded in the
+    locale's encoding, with universal newlines (``\r\n`` and ``\r`` read as ``\n``)."""
+    import locale
+
+    encoding = locale.getpreferredencoding(False)
     texts = []
     for f in files:
         f.seek(0)
-        texts.append(f.read().decode(errors="replace"))
+        text = f.read().decode(encoding)
+        texts.append(text.replace("\r\n", "\n").replace("\r", "\n"))
     return tuple(texts)
 
 

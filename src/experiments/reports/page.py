@@ -117,12 +117,13 @@ def chart(body: str, name: str, caption: str) -> str:
     return f'<figure class="chart" data-chart="{esc(name)}">{body}{cap}</figure>'
 
 
-def new_figure(width: float = 7.0, height: float = 3.4, rows: int = 1, **kwargs):
-    """A matplotlib Figure (no pyplot: no GUI backend, nothing global) and its axes."""
+def new_figure(width: float = 7.0, height: float = 3.4, rows: int = 1, columns: int = 1, **kwargs):
+    """A matplotlib Figure of ``width`` x ``height`` inches (no pyplot: no GUI backend,
+    nothing global; the constrained layout fits the labels) and its axes, row by row."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
-    axes = fig.subplots(rows, 1, squeeze=False, **kwargs)[:, 0]
+    axes = fig.subplots(rows, columns, squeeze=False, **kwargs).ravel()
     for ax in axes:
         ax.grid(alpha=0.3)
     return fig, list(axes)

@@ -3,12 +3,14 @@ and whole sequences, state restarts), and the policy, value and Q heads."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from datamodules.errors import ConfigError
 from modules.agents.config import NetworkConfig
-from modules.agents.nets import PolicyNet, QNet, Trunk, ValueNet
+from modules.agents.nets import PolicyNet, QNet, Trunk, ValueNet, encoder
 
 OBS, B, T = 5, 4, 6
 RECURRENT = [
@@ -73,6 +75,32 @@ def test_encoder_adds_layer_norm_and_dropout_when_asked() -> None:
 
 
 # ------------------------------------------------------------------ trunks
+# torch's own activations, out of place: what the encoder's in-place ones must equal (ELU's
+# in-place form does not: its gradient is computed from the output).
+OUT_OF_PLACE = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
+
+
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer_norm"])
+@pytest.mark.parametrize("activation", sorted(OUT_OF_PLACE))
+def test_activations_in_place_give_torchs_numbers_bit_for_bit(activation, layer_norm) -> None:
+    ours = encoder(OBS, config(activation=activation, layer_norm=layer_norm))
+    kind = OUT_OF_PLACE[activation]
+    reference = copy.deepcopy(ours)  # the same weights, each activation torch's out of place
+    for i, layer in enumerate(reference):
+        if isinstance(layer, kind):
+            reference[i] = kind()
+    assert sum(isinstance(layer, kind) for layer in reference) == 2
+    x = torch.randn(257, OBS)
+    results = []
+    for net in (ours, reference):
+        out = net(x)
+        (out.square().sum() + out.sum()).backward()
+        results.append((out.detach(), [p.grad for p in net.parameters()]))
+    (a, grads_a), (b, grads_b) = results
+    assert torch.equal(a, b)
+    assert all(torch.equal(g, h) for g, h in zip(grads_a, grads_b, strict=True))
+
+
 def test_mlp_trunk_shapes_for_one_step_and_sequences() -> None:
     trunk = Trunk(OBS, config())
     z, state = trunk(torch.randn(B, OBS))

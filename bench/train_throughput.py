@@ -46,6 +46,9 @@ Fairness rules (the same work per frame on both sides, as far as the algorithms 
   never makes): it is turned off before the first row where NVML cannot be loaded
   (``experiments.runtime.hardware.skip_a_failing_nvml_check``; ``nvml_check_skipped`` in the
   JSON).
+* every row runs with the app's allocator setting (``hardware.keep_freed_mib`` of
+  ``conf/hardware/cpu.yaml``: freed memory kept for reuse, ``experiments.runtime.allocator``;
+  ``--keep-freed-mib none`` for glibc's defaults; ``keep_freed_mib`` in the JSON).
 * the same process and machine; SB3 at ``torch.set_num_threads(--threads)`` (default 2),
   ours at the app's policy for agents (1 thread below 512 envs on CPU, else the same).
 
@@ -853,6 +856,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure a row again (up to this many times) when other processes took over 10%% "
         "of the CPU during its timed run; the least disturbed run is kept (default 2, quick 0)",
     )
+    p.add_argument(
+        "--keep-freed-mib",
+        default="config",
+        help="MiB of freed memory the process keeps (experiments.runtime.allocator), for every "
+        "row: 'config' (default) = conf/hardware/cpu.yaml's hardware.keep_freed_mib, as a run "
+        "of the app sets it; 'none' = glibc's defaults",
+    )
     args = p.parse_args(argv)
     if args.retries is None:
         args.retries = 0 if args.quick else 2
@@ -861,6 +871,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.wait_idle is None:
         args.wait_idle = 0.0 if args.quick else 120.0
     return args
+
+
+def keep_freed_setting(value: str) -> int | None:
+    """``--keep-freed-mib``: 'config' (conf/hardware/cpu.yaml's), 'none', or a number of MiB."""
+    if value == "config":
+        from omegaconf import OmegaConf
+
+        from experiments.config.groups import CONF_DIR
+
+        return OmegaConf.load(CONF_DIR / "hardware" / "cpu.yaml").get("keep_freed_mib")
+    return None if value == "none" else int(value)
 
 
 def quiet_libraries() -> None:
@@ -884,12 +905,17 @@ def main(argv: list[str] | None = None) -> int:
     import stable_baselines3
     import torchrl
 
+    from experiments.runtime.allocator import keep_freed_memory
     from experiments.runtime.hardware import skip_a_failing_nvml_check
 
     # Importing Lightning turns on torch's NVML-based CUDA check, which on a machine without
     # NVML costs every optimizer step a failed dlopen; SB3 alone never pays it. Our runs turn
     # it off (resolve_hardware); turn it off before any row, so no row, SB3's or ours, pays.
     nvml_check_skipped = skip_a_failing_nvml_check()
+    # A run of the app keeps freed memory for reuse (hardware.keep_freed_mib); so does this
+    # process, for SB3's rows as for ours.
+    keep_freed_mib = keep_freed_setting(args.keep_freed_mib)
+    kept = keep_freed_memory(keep_freed_mib)
     meta = {
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -909,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         "retries": args.retries,
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "nvml_check_skipped": nvml_check_skipped,
+        "keep_freed_mib": keep_freed_mib if kept else None,
         "git": _git_state(),
     }
     log(f"{'quick' if args.quick else 'full'} run, {meta['torch_threads']} torch thread(s)")

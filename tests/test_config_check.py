@@ -103,6 +103,7 @@ def test_a_curriculum_in_units_the_model_does_not_use_is_refused():
 def test_run_settings_are_checked():
     assert "export.tolerance" in refused("+model=ppo", "export.tolerance=-1")
     assert "hardware.precision" in refused("+model=ppo", "hardware.precision=17")
+    assert "hardware.keep_freed_mib is 0" in refused("+model=ppo", "hardware.keep_freed_mib=0")
 
 
 def test_several_problems_are_counted_after_the_first():

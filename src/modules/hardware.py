@@ -29,7 +29,9 @@ class Hardware:
     on each machine (empty on CPU). ``strategy`` is Lightning's strategy (a name, or the
     object its ``_target_`` built) and ``strategy_config`` the config it came from, for
     families that run their processes their own way. ``num_threads``: torch intra-op threads
-    set explicitly (None = the run's default)."""
+    set explicitly (None = the run's default); ``keep_freed_mib``: MiB of freed memory the
+    process keeps for reuse (None = the C library's defaults; see
+    ``experiments.runtime.allocator``)."""
 
     accelerator: str
     devices: Any
@@ -43,6 +45,7 @@ class Hardware:
     precision: str
     deterministic: bool
     num_threads: int | None = None
+    keep_freed_mib: int | None = None
 
     @property
     def is_gpu(self) -> bool:

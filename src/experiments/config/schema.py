@@ -29,6 +29,7 @@ PRECISIONS = (
     "transformer-engine-float16",
 )
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+KEEP_FREED_MAX_MIB = 2047  # hardware.keep_freed_mib: glibc takes the threshold in bytes, as a C int
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ class HardwareSettings:
     """``hardware.*``: Lightning's ``accelerator``, ``devices`` (a count, -1 / auto, or GPU
     indices), ``num_nodes`` (machines), ``strategy`` (a name or a ``_target_`` config),
     ``precision`` and ``deterministic``; ``num_threads``: torch intra-op threads (null =
-    torch's default)."""
+    torch's default); ``keep_freed_mib``: MiB of freed memory the process keeps for reuse
+    (glibc's malloc trim threshold, :mod:`experiments.runtime.allocator`; null = glibc's
+    defaults)."""
 
     accelerator: str = "cpu"
     devices: int | str | list[int] = 1
@@ -119,6 +122,7 @@ class HardwareSettings:
     precision: str | int = "32-true"
     deterministic: bool | Literal["warn"] = False
     num_threads: int | None = None
+    keep_freed_mib: int | None = 512
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
@@ -134,6 +138,12 @@ class HardwareSettings:
             )
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"hardware.num_threads is {self.num_threads}; use >= 1 or null.")
+        keep = self.keep_freed_mib
+        if keep is not None and not 1 <= keep <= KEEP_FREED_MAX_MIB:
+            raise ConfigError(
+                f"hardware.keep_freed_mib is {keep}; use MiB from 1 to {KEEP_FREED_MAX_MIB} "
+                "(glibc takes the threshold as a C int), or null for glibc's defaults."
+            )
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from experiments.run.console import config_tree
 from experiments.run.report import report, write_quality
 from experiments.run.tracking import finish, make_logger, run_name
 from experiments.run.trainer import make_trainer
+from experiments.runtime.allocator import keep_freed_memory
 from experiments.runtime.checkpoints import intact_checkpoint
 from experiments.runtime.hardware import checkpoint_world_size, resolve_hardware
 from experiments.runtime.interrupt import GracefulInterrupt
@@ -201,6 +202,7 @@ def train(cfg: DictConfig, phase: PhaseContext | None = None) -> dict[str, float
     out = phase.out if phase is not None else run_dir(cfg)
     quiet_logs(cfg)
     hw = resolve_hardware(cfg.hardware)
+    keep_freed_memory(hw.keep_freed_mib)  # before the first large tensor
     if hw.rank == 0:
         show = bool(cfg.get("print_config", True)) and not cfg.get("quiet") and phase is None
         save_config(cfg, out, show)

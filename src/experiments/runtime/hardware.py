@@ -168,6 +168,7 @@ def resolve_hardware(cfg: DictConfig | Mapping) -> Hardware:
         device = torch.device("cuda", gpus[local])
     strategy_config = hw.get("strategy", "auto")
     threads = hw.get("num_threads")
+    keep = hw.get("keep_freed_mib")
     return Hardware(
         accelerator=accelerator,
         devices=devices,
@@ -181,6 +182,7 @@ def resolve_hardware(cfg: DictConfig | Mapping) -> Hardware:
         precision=str(hw.get("precision", "32-true")),
         deterministic=bool(hw.get("deterministic", False)),
         num_threads=int(threads) if threads else None,
+        keep_freed_mib=int(keep) if keep is not None else None,
     )
 
 

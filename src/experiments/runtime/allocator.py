@@ -10,9 +10,9 @@ fresh pages, and each 4 KiB page costs a page fault and a zeroed page when it is
 :func:`keep_freed_memory` sets the trim threshold to ``hardware.keep_freed_mib`` and fixes the
 mmap threshold at 32 MiB (glibc's own ceiling for it). Blocks up to 32 MiB then come from the
 heap, and up to ``keep_freed_mib`` MiB of freed heap stay with the process for the next step.
-Measured on 2 CPU cores (``bench/train_throughput.py``, the 1,024-env agent row): the page faults
-of a training call fall from about 200k to under 15k. The numbers computed do not change: only where
-the memory comes from does.
+Measured on 2 CPU cores (``bench/train_throughput.py``, the 1,024-env agent row), the page
+faults of a training call fall from about 200k to under 15k. The numbers computed do not
+change: only where the memory comes from does.
 
 Blocks over 32 MiB are still unmapped as soon as they are freed, so a large one-off array does
 not stay with the process. A C library other than glibc (musl, macOS) is left as it is.
@@ -21,7 +21,6 @@ not stay with the process. A C library other than glibc (musl, macOS) is left as
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 __all__ = ["MMAP_THRESHOLD_MIB", "keep_freed_memory"]
@@ -36,12 +35,11 @@ _M_MMAP_THRESHOLD = -3
 
 
 def _glibc() -> ctypes.CDLL | None:
-    """The process's C library if it is glibc (it has ``gnu_get_libc_version``), else None."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """The process's own symbols if its C library is glibc (they have ``gnu_get_libc_version``
+    and ``mallopt``), else None. ``CDLL(None)`` opens the running process, so no library search
+    (``find_library`` starts ``ldconfig``) is made."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)
     except OSError:
         return None
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.errors import ConfigError
+from experiments.config.schema import HardwareSettings
 from modules.family import saved_world_size
 from modules.hardware import GPU_ACCELERATORS, Hardware
 
@@ -168,7 +169,7 @@ def resolve_hardware(cfg: DictConfig | Mapping) -> Hardware:
         device = torch.device("cuda", gpus[local])
     strategy_config = hw.get("strategy", "auto")
     threads = hw.get("num_threads")
-    keep = hw.get("keep_freed_mib")
+    keep = hw.get("keep_freed_mib", HardwareSettings.keep_freed_mib)  # a config without the key
     return Hardware(
         accelerator=accelerator,
         devices=devices,

@@ -183,8 +183,20 @@ def test_the_compiled_lean_path_matches_the_eager_generic_path_and_logs_its_comp
             out_b, b = EnvBase.step_and_maybe_reset(eager, b)
             for key in out_b.keys(True, True):
                 torch.testing.assert_close(out_a[key], out_b[key], rtol=1e-12, atol=1e-9)
-    # Both compiles are timed and logged, and compile_seconds is their sum.
-    logged = dict(re.findall(r"env: (reset|step) compiled in ([0-9.]+) s", caplog.text))
-    assert set(logged) == {"reset", "step"}
+    # The three compiles are timed and logged, and compile_seconds is their sum; the restart
+    # compiles at the first step, before any env has finished.
+    logged = dict(re.findall(r"env: (reset|step|restart) compiled in ([0-9.]+) s", caplog.text))
+    assert set(logged) == {"reset", "step", "restart"}
     assert compiled.compile_seconds == pytest.approx(sum(map(float, logged.values())), abs=0.1)
     assert f"compiling has taken {compiled.compile_seconds:.1f} s in all" in caplog.text
+
+
+@pytest.mark.slow
+def test_the_compiled_restart_gives_the_compiled_generic_path_bit_for_bit(pair) -> None:
+    # The lean path's compiled restart takes every env's next observation from the reset's
+    # own: for an env that goes on it is the step's, to the bit.
+    ours, theirs = twins(pair, compile=True)
+    assert ours.compiled and theirs.compiled
+    resets = lockstep(ours, theirs, 60)
+    assert resets > 10
+    assert ours._restart_fn == ours._compiled_restart  # compiled at the first step

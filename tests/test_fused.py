@@ -37,6 +37,19 @@ def test_a_fused_function_returns_what_the_function_returns_eagerly() -> None:
     assert fused.path == "fused" and fused.reason is None
 
 
+def add_twice(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    return state["a"] + 2.0 * x
+
+
+def test_a_tensor_passed_twice_at_the_first_call_stays_two_inputs() -> None:
+    fused = FusedFunction(add_twice, "test add")
+    a = torch.arange(4.0)
+    assert torch.equal(fused({"a": a}, a), 3.0 * a)  # compiled with x the same tensor as a
+    x = torch.tensor([1.0, -1.0, 0.5, 2.0])
+    assert torch.equal(fused({"a": a}, x), a + 2.0 * x)
+    assert fused.path == "fused"
+
+
 def test_tracing_is_true_while_the_function_is_traced_only() -> None:
     seen: list[bool] = []
 

@@ -83,6 +83,14 @@ class FusedFunction:
             return leaves
 
         inputs = [mapping[k] for k in keys] + list(args)
+        # One tensor passed twice would be one input to the trace (its fake tensor is looked
+        # up by identity), so the graph would read the second input from the first; the trace
+        # gets a copy for each repeat, and later calls may pass the same or other tensors.
+        seen: set[int] = set()
+        traced = []
+        for x in inputs:
+            traced.append(x.clone() if id(x) in seen else x)
+            seen.add(id(x))
         global _tracing
         _tracing = True
         try:
@@ -91,7 +99,7 @@ class FusedFunction:
                 decomposition_table=select_decomp_table(),
                 tracing_mode="fake",
                 _allow_non_fake_inputs=True,  # the function's own tables are real constants
-            )(*inputs)
+            )(*traced)
         except Exception as err:  # a data-dependent branch, an op make_fx lacks
             self.path = "torch.compile"
             self.reason = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"

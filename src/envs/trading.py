@@ -51,6 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INFO_KEYS = ("pnl", "cost", "penalty", "equity", "turnover", "fills")
+STEP_INFO_KEYS = (*INFO_KEYS, "triggers")  # a step's info entries, in order
 ACCOUNT_FIELDS = ("cash", "shares", "target", "equity", "mark")
 ENV_KEYS = (*ACCOUNT_FIELDS, "t", "steps", "trigger_counts")  # the env's own state entries
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -266,6 +267,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self._init_state()
         self._step_fn = self._step_outputs
         self._reset_fn = self.reset_state
+        self._restart_fn = self.restart_outputs
         if self.compiled:  # fuse the pure step and reset into a few kernels
             self._fuse()
         log.log(
@@ -437,17 +439,21 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         )
 
     def _reset_envs(self, mask: torch.Tensor | None) -> torch.Tensor:
-        n, dev = self.num_envs, self.device
         if mask is None:
-            mask = torch.ones(n, dtype=torch.bool, device=dev)
+            mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        self.state, obs = self._reset_fn(self.state, mask, self._draw_starts())
+        return obs
+
+    def _draw_starts(self) -> torch.Tensor:
+        """The bar each env would restart at (N,): one random draw of the env's generator per
+        env, or (``episode.random_start`` off, or one start only) each env at the first bar of
+        a span, the spans taken in turn. Every reset draws once, whichever envs it restarts."""
+        n, dev = self.num_envs, self.device
         choices = self._starts.numel()  # the bars a full episode may start from
         if self.episode.random_start and choices > 1:
             pick = torch.randint(0, choices, (n,), generator=self.rng, device=dev)
-            start = self._starts[pick]
-        else:  # each env at the first bar of a span, the spans taken in turn
-            start = self._span_firsts[torch.arange(n, device=dev) % self._span_firsts.numel()]
-        self.state, obs = self._reset_fn(self.state, mask, start)
-        return obs
+            return self._starts[pick]
+        return self._span_firsts[torch.arange(n, device=dev) % self._span_firsts.numel()]
 
     def reset_state(
         self, state: dict[str, torch.Tensor], mask: torch.Tensor, start: torch.Tensor
@@ -473,12 +479,43 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
 
     def _zero_info(self) -> TensorDict:
         n = self.batch_size
+        return TensorDict(self._fresh_info(self.state["equity"]), batch_size=n, device=self.device)
+
+    def _fresh_info(self, equity: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The info of envs that have just (re)started, by key: zero pnl, cost, penalty,
+        turnover and fills (N, 1), their ``equity`` (N,) as float32 (N, 1), no trigger fired
+        (N, R)."""
+        n = self.batch_size
         data = {key: torch.zeros((*n, 1), device=self.device) for key in INFO_KEYS}
-        data["equity"] = self.state["equity"].to(torch.float32).unsqueeze(-1)
+        data["equity"] = equity.to(torch.float32).unsqueeze(-1)
         data["triggers"] = torch.zeros(
             (*n, len(self._rule_names)), dtype=torch.bool, device=self.device
         )
-        return TensorDict(data, batch_size=n, device=self.device)
+        return data
+
+    def restart_outputs(
+        self,
+        state: dict[str, torch.Tensor],
+        done: torch.Tensor,
+        start: torch.Tensor,
+        *info: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+        """A pure function: the collector path's restart of the finished envs, in one pass.
+
+        ``state`` and ``info`` (its values in ``STEP_INFO_KEYS`` order) are a step's outputs,
+        ``done`` its done flags (N, 1), ``start`` the bars to restart at (N,). Returns (the
+        state with the ``done`` envs restarted, the next step's observation and info values):
+        the restarted envs' fresh ones, the step's for the others. The values TorchRL's generic
+        path computes op by op (:meth:`reset_state`, then ``torch.where`` on each entry); the
+        observation is :meth:`reset_state`'s own, which for an env that goes on is its step's
+        (the same function of the same state). Compiled, it is one kernel."""
+        new, obs = self.reset_state(state, done.squeeze(-1), start)
+        fresh = self._fresh_info(new["equity"])
+        merged = [
+            torch.where(_rows(done, value), fresh[key], value)
+            for key, value in zip(STEP_INFO_KEYS, info, strict=True)
+        ]
+        return new, obs, merged
 
     # ------------------------------------------------------------------ step
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -515,11 +552,14 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         if self.device.type == "cpu":
             self._compiled_step = FusedFunction(self._step_outputs, "env step")
             self._compiled_reset = FusedFunction(self.reset_state, "env reset")
+            self._compiled_restart = FusedFunction(self.restart_outputs, "env restart")
         else:
             self._compiled_step = torch.compile(self._step_outputs, dynamic=None)
             self._compiled_reset = torch.compile(self.reset_state, dynamic=None)
+            self._compiled_restart = torch.compile(self.restart_outputs, dynamic=None)
         self._step_fn = self._first_compiled_step
         self._reset_fn = self._first_compiled_reset
+        self._restart_fn = self._first_compiled_restart
 
     def __setattr__(self, name: str, value: object) -> None:
         super().__setattr__(name, value)
@@ -553,6 +593,20 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self._compiled_in("reset", self._compiled_reset, began)
         return out
 
+    def _first_compiled_restart(self, state, done, start, *info):
+        """The first call of the compiled restart (it compiles, timed and logged), then the
+        compiled restart itself. The collector's path makes this call at its first step, with
+        no env restarted, so the compile does not fall on the first step that restarts one."""
+        began = time.perf_counter()
+        try:
+            out = self._compiled_restart(state, done, start, *info)
+        except Exception as err:
+            self._compile_failed(err)
+            return self.restart_outputs(state, done, start, *info)
+        self._restart_fn = self._compiled_restart
+        self._compiled_in("restart", self._compiled_restart, began)
+        return out
+
     def _compiled_in(self, what: str, fn: object, start: float) -> None:
         """Add the wall time since ``start`` of ``what``'s first compiled call to
         ``compile_seconds`` and log both."""
@@ -574,6 +628,7 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         self.compiled = False
         self.compile_reason = f"the compile failed: {type(err).__name__}"
         self._step_fn, self._reset_fn = self._step_outputs, self.reset_state
+        self._restart_fn = self.restart_outputs
         log.warning(
             "env: torch.compile of the step failed (%s: %s); stepping eagerly instead "
             "(set env.compile=false to skip the attempt)",
@@ -590,8 +645,10 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         :meth:`EnvBase.step_and_maybe_reset` does.
 
         The lean path: one call of the step function, TensorDicts built without TorchRL's
-        per-value checks and key bookkeeping, and a reset (the same ``_reset`` a partial reset
-        runs, drawing the same random starts) only on steps where an env finished. The values
+        per-value checks and key bookkeeping, and on steps where an env finished one call of
+        :meth:`restart_outputs`: the state a partial ``_reset`` leaves (the same random starts
+        drawn) and the next input's observation and info, merged in one function (compiled
+        with the step, and compiled at the first step, which restarts nothing). The values
         are TorchRL's generic path's, key for key; extra root entries (policy outputs) are
         carried without a copy. A subclass that overrides ``_step`` or ``_reset``, a TorchRL
         ``env.compile()`` or post-step hooks take TorchRL's generic path.
@@ -614,22 +671,31 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
         tensordict._set_str("next", step, validated=True, inplace=False)
         carried = {k: v for k, v in tensordict.items() if k not in _NOT_CARRIED}
         root = {"observation": obs, "info": info_td, **flags}
-        if bool(any_done):  # the one host sync, as TorchRL's maybe_reset
-            done = mask.squeeze(-1)
+        restart = bool(any_done)  # the one host sync, as TorchRL's maybe_reset
+        if restart or self._restart_fn == self._first_compiled_restart:
+            # The same starts TorchRL's partial reset draws, one draw per restarting step; the
+            # compiled restart's first (compiling) call restarts no env and draws nothing (its
+            # starts are a copy: an input the trace saw twice would be one input to it).
+            start = self._draw_starts() if restart else self.state["t"].clone()
+            new_state, next_obs, merged = self._restart_fn(
+                self.state,
+                mask if restart else torch.zeros_like(mask),
+                start,
+                *[info[key] for key in STEP_INFO_KEYS],
+            )
+        if restart:
+            self.state = new_state
+            # Every finished env restarts, so no env of the next step's input is done.
             zeros = torch.zeros((*n, 1), dtype=torch.bool, device=dev)
-            reset_obs = self._reset_envs(done)
-            fresh = self._zero_info()
             root = {
-                "observation": torch.where(mask, reset_obs, obs),
+                "observation": next_obs,
                 "info": TensorDict._new_unsafe(
-                    {k: torch.where(_rows(mask, v), fresh.get(k), v) for k, v in info.items()},
-                    batch_size=n,
-                    device=dev,
+                    dict(zip(STEP_INFO_KEYS, merged, strict=True)), batch_size=n, device=dev
                 ),
-                **{k: torch.where(mask, zeros, v) for k, v in flags.items()},
+                **{k: zeros.clone() if k != "done" else zeros for k in flags},
             }
             # TorchRL pads the other entries of restarted envs with zeros.
-            carried = {k: _zero_rows(done, v) for k, v in carried.items()}
+            carried = {k: _zero_rows(mask.squeeze(-1), v) for k, v in carried.items()}
         nxt = TensorDict._new_unsafe({**carried, **root}, batch_size=n, device=dev)
         return tensordict, nxt
 

@@ -17,7 +17,7 @@ is shown, the window's mean goes to the JSON too):
   tensors), so the TensorDict packing, spec handling and partial resets are included.
   *core steps/s* is the env's pure transition, ``env.advance(action)``, with one full
   ``env.reset()`` per episode length. *compile s* is the env's own timing of its first
-  compiled reset and step (``env.compile_seconds``, logged by the env; cold: a fresh inductor cache per
+  compiled reset, step and restart (``env.compile_seconds``, logged by the env; cold: a fresh inductor cache per
   run); for the minimal env, the warm-up calls' wall time minus what as many steady calls take.
 * **gym-anytrading** ``stocks-v0`` (one env; *core* = the unwrapped env without gymnasium's
   wrappers) and gymnasium's ``SyncVectorEnv`` of 64 of them, random actions, reset on done.
@@ -52,6 +52,10 @@ CUDA rows (device="cuda") are added when ``torch.cuda.is_available()``; gym-anyt
 CPU-only. Timings use ``time.perf_counter`` with ``torch.cuda.synchronize()`` around them on
 CUDA, and torch's intra-op threads set to ``--threads`` (default: the machine's cores).
 
+Every row runs under the allocator setting a run of the app makes: freed memory kept for reuse
+(``hardware.keep_freed_mib`` of ``conf/hardware/cpu.yaml``, ``experiments.runtime.allocator``);
+``--keep-freed-mib none`` measures with glibc's defaults (``keep_freed_mib`` in the JSON).
+
 On a small shared machine, another busy process stalls every multi-threaded torch op (each
 waits for the descheduled worker thread): per-step times can grow 5-20x for whole timing
 windows, which the best-chunk rate cannot hide. A busy start is flagged under the table;
@@ -75,6 +79,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from allocator_option import add_keep_freed_argument, keep_freed_setting
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -601,6 +606,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--envs", help="comma-separated batch sizes (default 1,64,4096,65536)")
     p.add_argument("--seconds", type=float, help="timing per measurement (default 2, quick 0.5)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    add_keep_freed_argument(p)
     p.add_argument(
         "--compile-min-envs",
         type=int,
@@ -627,6 +633,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         os.environ["TRITON_CACHE_DIR"] = os.path.join(cache, "triton")
     warnings.filterwarnings("ignore")  # gymnasium's passive checker, reward-scale warnings
+    from experiments.runtime.allocator import keep_freed_memory
+
+    # A run of the app keeps freed memory for reuse (hardware.keep_freed_mib); so does this
+    # process, for every row (ours, the peers and the minimal env alike).
+    keep_freed_mib = keep_freed_setting(args.keep_freed_mib)
+    kept = keep_freed_memory(keep_freed_mib)
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(0)
     import torchrl
@@ -646,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "compile_min_envs": args.compile_min_envs,
         "cold_compile_cache": cache is not None,
+        "keep_freed_mib": keep_freed_mib if kept else None,
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     log(f"devices {devices}, num_envs {args.num_envs}, {args.seconds} s per measurement")
@@ -732,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         "each timing window; window means in the JSON), through TorchRL's "
         "env.step_and_maybe_reset (gym rows: env.step + reset on done). core: our "
         "env.advance(action) / FinancialRegimeEnv._step / gym-anytrading's unwrapped env.",
-        "compile s: ours, the env's own timing of its first compiled reset and step "
+        "compile s: ours, the env's own timing of its first compiled reset, step and restart "
         "(env.compile_seconds, inductor's start-up included); "
         "the minimal env, warm-up wall time minus steady-state time for the same calls"
         + (" (fresh inductor cache: cold compiles)." if cache else " (reused inductor cache)."),
@@ -742,6 +755,13 @@ def main(argv: list[str] | None = None) -> int:
         "(gym and FinancialRegimeEnv rows against the eager one).",
         f"ours: every friction and risk rule on; data: synthetic NVDA/MSFT 15-min bars "
         f"({md.market.num_bars} bars, train span {md.split.train}); portfolio: 8 synthetic tickers.",
+        "allocator: "
+        + (
+            f"every row keeps up to {keep_freed_mib} MiB of freed memory for reuse, as a run of "
+            "the app does (hardware.keep_freed_mib; --keep-freed-mib none for glibc's defaults)."
+            if kept
+            else "glibc's defaults (--keep-freed-mib none, or a C library other than glibc)."
+        ),
     ]
     if skipped_compile:
         notes.append(

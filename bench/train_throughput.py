@@ -93,6 +93,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from allocator_option import add_keep_freed_argument, keep_freed_setting
 
 OURS, SB3 = "ours", "SB3"
 ANYTRADING_WINDOW = 10  # stocks-v0 observation window (bars)
@@ -856,13 +857,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure a row again (up to this many times) when other processes took over 10%% "
         "of the CPU during its timed run; the least disturbed run is kept (default 2, quick 0)",
     )
-    p.add_argument(
-        "--keep-freed-mib",
-        default="config",
-        help="MiB of freed memory the process keeps (experiments.runtime.allocator), for every "
-        "row: 'config' (default) = conf/hardware/cpu.yaml's hardware.keep_freed_mib, as a run "
-        "of the app sets it; 'none' = glibc's defaults",
-    )
+    add_keep_freed_argument(p)
     args = p.parse_args(argv)
     if args.retries is None:
         args.retries = 0 if args.quick else 2
@@ -871,17 +866,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.wait_idle is None:
         args.wait_idle = 0.0 if args.quick else 120.0
     return args
-
-
-def keep_freed_setting(value: str) -> int | None:
-    """``--keep-freed-mib``: 'config' (conf/hardware/cpu.yaml's), 'none', or a number of MiB."""
-    if value == "config":
-        from omegaconf import OmegaConf
-
-        from experiments.config.groups import CONF_DIR
-
-        return OmegaConf.load(CONF_DIR / "hardware" / "cpu.yaml").get("keep_freed_mib")
-    return None if value == "none" else int(value)
 
 
 def quiet_libraries() -> None:

@@ -4,13 +4,15 @@ and whole sequences, state restarts), and the policy, value and Q heads."""
 from __future__ import annotations
 
 import copy
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
 from datamodules.errors import ConfigError
 from modules.agents.config import NetworkConfig
-from modules.agents.nets import PolicyNet, QNet, Trunk, ValueNet, encoder
+from modules.agents.nets import InplaceTanh, PolicyNet, QNet, Trunk, ValueNet, encoder
 
 OBS, B, T = 5, 4, 6
 RECURRENT = [
@@ -76,7 +78,8 @@ def test_encoder_adds_layer_norm_and_dropout_when_asked() -> None:
 
 # ------------------------------------------------------------------ trunks
 # torch's own activations, out of place: what the encoder's in-place ones must equal (ELU's
-# in-place form does not: its gradient is computed from the output).
+# in-place form does not: its gradient is computed from the output). Tanh on a CPU is NumPy's
+# (tested below); traced, as every export traces it, it is torch's in place.
 OUT_OF_PLACE = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
 
 
@@ -93,12 +96,69 @@ def test_activations_in_place_give_torchs_numbers_bit_for_bit(activation, layer_
     x = torch.randn(257, OBS)
     results = []
     for net in (ours, reference):
-        out = net(x)
+        out = _traced(net, x)(x) if activation == "tanh" else net(x)
         (out.square().sum() + out.sum()).backward()
         results.append((out.detach(), [p.grad for p in net.parameters()]))
     (a, grads_a), (b, grads_b) = results
     assert torch.equal(a, b)
     assert all(torch.equal(g, h) for g, h in zip(grads_a, grads_b, strict=True))
+
+
+def _traced(net: torch.nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
+    """``net`` traced by TorchScript, as the TorchScript export traces it (the same
+    parameters)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice
+        return torch.jit.trace(net, x.clone())
+
+
+def _ulps(got: torch.Tensor, exact: np.ndarray) -> float:
+    """The largest error of float32 ``got`` against ``exact`` (float64), in float32 ulps."""
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    return float((np.abs(got.double().numpy() - exact) / ulp).max())
+
+
+def test_tanh_on_a_cpu_is_numpys_within_one_and_a_half_ulp_of_the_exact_value() -> None:
+    x = torch.cat([torch.randn(20_000) * 3, torch.linspace(-12, 12, 4_001), torch.zeros(1)])
+    exact = np.tanh(x.double().numpy())
+    ours = InplaceTanh()(x.clone())
+    assert torch.equal(ours, torch.from_numpy(np.tanh(x.numpy())))
+    assert _ulps(ours, exact) <= 1.5
+    assert _ulps(torch.tanh(x), exact) <= 1.5  # torch's, for scale
+
+
+def test_tanh_gradients_are_torchs_tanh_backward_of_the_output() -> None:
+    x = torch.randn(64, 7, dtype=torch.float64, requires_grad=True)
+    layer = torch.nn.Linear(7, 5).double()
+    assert torch.autograd.gradcheck(lambda v: InplaceTanh()(layer(v)), (x,))
+    out = InplaceTanh()(layer(x))
+    grad = torch.randn_like(out)
+    (got,) = torch.autograd.grad(out, layer.weight, grad)
+    (through,) = torch.autograd.grad(
+        layer(x), layer.weight, torch.ops.aten.tanh_backward(grad, out.detach())
+    )
+    assert torch.equal(got, through)
+
+
+def test_tanh_without_gradients_gives_the_same_numbers_in_place() -> None:
+    net = encoder(OBS, config())
+    x = torch.randn(33, OBS)
+    with_grad = net(x)
+    with torch.no_grad():
+        without = net(x)
+    assert torch.equal(with_grad, without) and not without.requires_grad
+
+
+def test_traced_and_exported_tanh_is_torchs_op() -> None:
+    net = encoder(OBS, config())
+    x = torch.randn(3, OBS)
+    traced = _traced(net, x)
+    assert "torch.tanh_" in traced.code or any(
+        "torch.tanh_" in m.code for m in traced.modules() if hasattr(m, "code")
+    )
+    exported = torch.export.export(net, (x,))
+    targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert "aten.tanh_.default" in targets
 
 
 def test_mlp_trunk_shapes_for_one_step_and_sequences() -> None:

@@ -52,14 +52,14 @@ class InplaceTanh(nn.Tanh):
 
 def _numpy_tanh_applies(x: torch.Tensor) -> bool:
     """Whether :class:`InplaceTanh` computes ``x``'s tanh with NumPy: a plain CPU float
-    tensor, outside TorchScript tracing, ``torch.compile``/``torch.export`` and ONNX export."""
+    tensor, outside TorchScript tracing and ``torch.compile``/``torch.export`` (the two ways
+    an ONNX export traces a model), and not wrapped by ``torch.func``."""
     return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
+        x.is_cpu
         and type(x) is torch.Tensor
+        and x.dtype in (torch.float32, torch.float64)
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
         and not torch._C._functorch.is_functorch_wrapped_tensor(x)
     )
 

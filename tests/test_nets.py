@@ -149,6 +149,18 @@ def test_tanh_without_gradients_gives_the_same_numbers_in_place() -> None:
     assert torch.equal(with_grad, without) and not without.requires_grad
 
 
+def test_tanh_without_gradients_still_marks_its_input_as_written() -> None:
+    # An input saved for a backward pass and then overwritten must make autograd raise, as
+    # torch's in-place tanh_ does.
+    x = torch.randn(5, 3, requires_grad=True)
+    y = x * 2.0
+    z = y * y  # saves y for its backward
+    with torch.no_grad():
+        InplaceTanh()(y)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.sum().backward()
+
+
 def test_traced_and_exported_tanh_is_torchs_op() -> None:
     net = encoder(OBS, config())
     x = torch.randn(3, OBS)

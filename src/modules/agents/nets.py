@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd.graph import increment_version
 
 from datamodules.errors import ConfigError
 from modules.agents.config import NetworkConfig
@@ -47,6 +48,7 @@ class InplaceTanh(nn.Tanh):
             return _NumpyTanh.apply(x)
         array = x.detach().numpy()
         np.tanh(array, out=array)
+        increment_version(x)  # as torch's in-place ops do, so autograd sees the write
         return x
 
 

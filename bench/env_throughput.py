@@ -18,7 +18,8 @@ is shown, the window's mean goes to the JSON too):
   *core steps/s* is the env's pure transition, ``env.advance(action)``, with one full
   ``env.reset()`` per episode length. *compile s* is the env's own timing of its first
   compiled reset, step and restart (``env.compile_seconds``, logged by the env; cold: a fresh
-  inductor cache per run); for the minimal env, the warm-up calls' wall time minus what as many steady calls take.
+  inductor cache per run); for the minimal env, the warm-up calls' wall time minus what as
+  many steady calls take.
 * **gym-anytrading** ``stocks-v0`` (one env; *core* = the unwrapped env without gymnasium's
   wrappers) and gymnasium's ``SyncVectorEnv`` of 64 of them, random actions, reset on done.
 * **TorchRL FinancialRegimeEnv** (it simulates its own prices) at batch 1 and 64; a batch

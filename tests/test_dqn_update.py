@@ -106,3 +106,52 @@ def test_the_collection_policy_writes_what_qvalue_then_epsilon_greedy_write(agen
         assert ours[key].dtype == theirs[key].dtype, key
     greedy = module.qnet(obs).argmax(-1)
     assert 0 < int((ours["action"] != greedy).sum()) < 256
+
+
+def eager_gradients(module, rows) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    loss, priority = module.td_loss(rows)
+    module.qnet.zero_grad()
+    loss.backward()
+    return loss.detach(), priority, [p.grad.clone() for p in module.qnet.parameters()]
+
+
+@pytest.mark.parametrize("loss", OPTIONS[:2], ids=lambda o: "-".join(map(str, o.values())))
+def test_the_compiled_update_gives_the_eager_updates_loss_priorities_and_gradients(
+    agent_data, loss
+) -> None:
+    module = trained(agent_data, loss=loss, optim={"compile": True})
+    assert module._fused_grads is not None and module._fused_grads.path == "fused"
+    online, target = module._target_pairs()
+    for seed in (5, 6):  # the graph traced at the first update serves later batches too
+        torch.manual_seed(seed)
+        rows = module.replay.sample().flatten_keys(".")
+        rows = {key: rows.get(key) for key in (*_LOSS_KEYS, "priority_weight") if key in rows}
+        want_loss, want_priority, want = eager_gradients(module, rows)
+        got_loss, got_priority = module._fused_update(rows, online, target)
+        torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got_priority, want_priority, rtol=1e-5, atol=1e-6)
+        got = [p.grad for p in module.qnet.parameters()]
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_training_follows_the_eager_training(agent_data) -> None:
+    eager = trained(agent_data)
+    compiled = trained(agent_data, optim={"compile": True})
+    for a, b in zip(eager.qnet.parameters(), compiled.qnet.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_compile_is_logged(agent_data, caplog) -> None:
+    with caplog.at_level("INFO", logger="modules.agents.dqn"):
+        trained(agent_data, optim={"compile": True})
+    assert [
+        r.getMessage() for r in caplog.records if "DQN update compiled (fused)" in r.getMessage()
+    ]
+
+
+def test_compile_with_dropout_is_a_config_error(agent_data) -> None:
+    from datamodules.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model\.network\.dropout=0"):
+        dqn(agent_data, network={"dropout": 0.1}, optim={"compile": True})

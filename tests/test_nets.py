@@ -310,3 +310,26 @@ def test_value_of_next_matches_a_manual_step(kind, layers) -> None:
         # continuing from the state after step t, with no restart
         expected, _ = net(next_obs[:, t], zero_flags(B), after[:, t])
         torch.testing.assert_close(got[:, t], expected)
+
+
+def test_numpy_tanh_op_is_numpys_tanh_with_torchs_gradient() -> None:
+    from modules.agents.nets import numpy_tanh
+
+    x = torch.randn(64, 16, dtype=torch.float64, requires_grad=True)
+    assert np.array_equal(numpy_tanh(x).detach().numpy(), np.tanh(x.detach().numpy()))
+    assert torch.autograd.gradcheck(numpy_tanh, (x,))
+
+
+def test_inplace_tanh_in_a_fused_graph_is_the_numpy_op_out_of_place() -> None:
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    import envs.fused as fused
+
+    fused._tracing = True
+    try:
+        graph = make_fx(InplaceTanh(), tracing_mode="fake")(torch.randn(4, 3))
+    finally:
+        fused._tracing = False
+    targets = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
+    assert "trading_experiments.numpy_tanh.default" in targets
+    assert not any("tanh_" in t for t in targets)

@@ -23,7 +23,9 @@ identical weights. ``learning_starts`` and the epsilon schedule count frames ove
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Callable, Mapping
 
 import torch
 from tensordict import TensorDictBase
@@ -41,6 +43,8 @@ from torchrl.modules import QValueModule
 from torchrl.objectives import DQNLoss, HardUpdate, SoftUpdate, ValueEstimators
 
 from datamodules.config import dataclass_from
+from datamodules.errors import ConfigError
+from envs.fused import FusedFunction
 from modules.agents.base import AgentModule, Evaluation, Greedy
 from modules.agents.config import (
     CheckpointConfig,
@@ -86,6 +90,8 @@ _LOSS_KEYS = (
     "next.terminated",
     "steps_to_next_obs",
 )
+log = logging.getLogger(__name__)
+
 # Where the DQNLoss keeps the Q-network inside its value network (module 0 of the sequence).
 _TARGET_PREFIX = "module.0.module."
 
@@ -225,6 +231,9 @@ class DQNModule(AgentModule):
         self.learning_starts = int(learning_starts)
         self._update_debt = 0.0
         self.updates = 0
+        if optim.compile:
+            _check_compilable(self.qnet, torch.device(device))
+        self._fused_grads: FusedFunction | None = None
 
     # ------------------------------------------------------------------ policies
     def collection_policy(self):
@@ -252,13 +261,15 @@ class DQNModule(AgentModule):
     def td_loss(
         self,
         rows: Mapping[str, torch.Tensor],
-        target: Mapping[str, torch.Tensor] | torch.nn.Module | None = None,
+        target: Mapping[str, torch.Tensor] | Callable[[torch.Tensor], torch.Tensor] | None = None,
+        online: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(the loss, the squared TD error of each transition (B, 1)) of replayed transitions.
 
         ``rows``: a batch by flat key (``observation``, ``action``, ``next.reward``...; a
         sampled TensorDict's ``flatten_keys(".")`` works); ``target``: the target network, or
-        its tensors by parameter name (default: the DQNLoss's, looked up).
+        its tensors by parameter name (default: the DQNLoss's, looked up), or any function of an
+        observation batch; ``online``: the online network (default: ``self.qnet``).
 
         TorchRL's ``DQNLoss`` with its TD(0) estimator, on plain tensors: the Q-value of the
         action taken against ``reward + gamma ** steps_to_next_obs * (1 - terminated) *`` the
@@ -269,15 +280,16 @@ class DQNModule(AgentModule):
         done = rows.get("next.done")
         terminated = rows.get("next.terminated", done)
         action = rows.get("action")
-        pred = self.qnet(rows.get("observation"))
+        qnet = self.qnet if online is None else online
+        pred = qnet(rows.get("observation"))
         pred = torch.gather(pred, -1, index=action.unsqueeze(-1)).squeeze(-1)
         next_obs = rows.get("next.observation")
-        if not isinstance(target, torch.nn.Module):
+        if not callable(target):
             target = self._target_network(target or self._target_parameters())
         with torch.no_grad():
             target_q = target(next_obs)
             if self.loss_cfg.double_dqn:
-                next_action = torch.argmax(self.qnet(next_obs), dim=-1).to(torch.long)
+                next_action = torch.argmax(qnet(next_obs), dim=-1).to(torch.long)
             else:
                 next_action = torch.argmax(target_q, dim=-1).to(torch.long)
             next_value = torch.gather(target_q, -1, index=next_action.unsqueeze(-1))
@@ -293,6 +305,50 @@ class DQNModule(AgentModule):
         if weights is None:
             return distance.mean(), priority
         return (distance * weights).sum() / weights.sum(), priority
+
+    def _loss_and_grads(
+        self, rows: dict[str, torch.Tensor], *tensors: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(the gradients of the Q-network's parameters, the squared TD errors, the loss) of
+        :meth:`td_loss` on ``rows``; ``tensors``: the online parameters, then the target's, in
+        ``named_parameters`` order. A pure function of its inputs, so one graph traces it."""
+        names = [name for name, _ in self.qnet.named_parameters()]
+        leaves = [t.detach().requires_grad_(True) for t in tensors[: len(names)]]
+        online = dict(zip(names, leaves, strict=True))
+        target = dict(zip(names, tensors[len(names) :], strict=True))
+        loss, priority = self.td_loss(
+            rows,
+            lambda obs: torch.func.functional_call(self.qnet, target, (obs,)),
+            lambda obs: torch.func.functional_call(self.qnet, online, (obs,)),
+        )
+        grads = torch.autograd.grad(loss, leaves)
+        return list(grads), priority, loss.detach()
+
+    def _fused_update(
+        self, rows: dict[str, torch.Tensor], online: list[torch.Tensor], target: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss, the squared TD errors) of one update by the compiled graph, with the
+        gradients set on the parameters (``model.optim.compile``); compiled at the first call,
+        which logs how and in how long."""
+        fused = self._fused_grads
+        first = fused is None
+        if first:
+            precision = str(self.trainer.precision)
+            if precision not in ("32-true", "32"):
+                raise ConfigError(
+                    f"model.optim.compile=true computes the gradients without Lightning's "
+                    f"precision plugin; trainer precision is {precision}: use 32-true or set "
+                    "model.optim.compile=false."
+                )
+            fused = self._fused_grads = FusedFunction(self._loss_and_grads, "DQN update")
+            start = time.perf_counter()
+        grads, priority, loss = fused(rows, *online, *target)
+        if first:
+            seconds = time.perf_counter() - start
+            log.info("DQN update compiled (%s) in %.1f s", fused.path, seconds)
+        for param, grad in zip(self.qnet.parameters(), grads, strict=True):
+            param.grad = grad
+        return loss, priority
 
     def _sample(self, stored: Mapping[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
         """(a replayed batch by flat key, its storage indices): what the replay buffer's
@@ -365,9 +421,12 @@ class DQNModule(AgentModule):
             stored = {key: stored.get(key) for key in stored.keys()}  # noqa: SIM118 (a TensorDict)
         for _ in range(updates):
             rows, index = self._sample(stored)
-            loss, priority = self.td_loss(rows, target_net)
-            drop_grads(params)  # opt.zero_grad(), without its per-call work
-            self.manual_backward(loss)
+            if self.optim_cfg.compile:
+                loss, priority = self._fused_update(rows, online, target)
+            else:
+                loss, priority = self.td_loss(rows, target_net)
+                drop_grads(params)  # opt.zero_grad(), without its per-call work
+                self.manual_backward(loss)
             average_gradients(params)  # the mean over processes (no-op alone)
             if self.optim_cfg.max_grad_norm is not None:
                 clip_grad_norm(params, self.optim_cfg.max_grad_norm)
@@ -425,6 +484,21 @@ class DQNModule(AgentModule):
         self.explore.epsilon = float(state["epsilon"])
         if hasattr(self.target_updater, "counter"):
             self.target_updater.counter = int(state["hard_update_counter"])
+
+
+def _check_compilable(qnet: torch.nn.Module, device: torch.device) -> None:
+    """Raise the config error that ``model.optim.compile=true`` gets where one traced graph
+    cannot replace the eager update: off a CPU, or with dropout (random draws)."""
+    if device.type != "cpu":
+        raise ConfigError(
+            f"model.optim.compile=true is for CPU runs; this env runs on {device}: set "
+            "model.optim.compile=false."
+        )
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in qnet.modules()):
+        raise ConfigError(
+            "model.optim.compile=true traces the update once and cannot take dropout's random "
+            "draws: set model.network.dropout=0 or model.optim.compile=false."
+        )
 
 
 def _fused_if_supported(net: torch.nn.Module) -> dict[str, bool]:

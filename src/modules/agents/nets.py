@@ -40,7 +40,8 @@ class InplaceTanh(nn.Tanh):
     for NumPy's (``bench/train_throughput.py``'s networks spend up to a fifth of a step
     there). Both are within 1.5 ulp of the exact tanh (tested); the gradient is torch's own
     ``tanh_backward`` of the output. Traced, compiled or exported, it is ``torch.tanh``, so
-    every export format holds the standard op."""
+    every export format holds the standard op; traced into an ``envs.fused.FusedFunction``
+    (DQN's ``model.optim.compile``) it is the out-of-place :func:`numpy_tanh` op on a CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tracing():  # a fused graph: out of place, so inductor plans the buffer

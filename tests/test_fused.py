@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.utils._pytree as pytree
 
-from envs.fused import FusedFunction, tracing
+from envs.fused import FusedFunction, anchored, tracing
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,28 @@ def test_tracing_is_true_while_the_function_is_traced_only() -> None:
         fused({"a": torch.zeros(3)}, torch.ones(3))
     assert seen == [True]  # traced once; the compiled calls run no Python of fn
     assert not tracing()
+
+
+def test_an_anchored_flag_is_the_flag_itself_outside_a_fused_graph() -> None:
+    flag, index = torch.tensor([True, False, True]), torch.tensor([4, 5, 6])
+    assert anchored(flag, index) is flag
+
+
+def test_an_anchored_flag_keeps_its_values_inside_a_fused_graph() -> None:
+    def fn(state: dict[str, torch.Tensor], action: torch.Tensor):
+        limited = (action.abs() > 0.5).any(-1)  # read from the action alone
+        return {"t": state["t"] + 1, "hit": anchored(limited, state["t"])}
+
+    fused = FusedFunction(fn, "test anchored")
+    gen = torch.Generator().manual_seed(0)
+    state = {"t": torch.arange(64)}
+    for _ in range(3):
+        action = torch.rand(64, 2, generator=gen) * 2 - 1
+        out = fused(state, action)
+        assert out["hit"].dtype == torch.bool
+        assert torch.equal(out["hit"], (action.abs() > 0.5).any(-1))
+        state = {"t": out["t"]}
+    assert fused.path == "fused"
 
 
 def test_a_python_branch_on_tensor_data_is_compiled_by_torch_compile_not_baked_in() -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-__all__ = ["FusedFunction", "tracing"]
+__all__ = ["FusedFunction", "anchored", "tracing"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,22 @@ def tracing() -> bool:
     ``torch.compiler.is_compiling()``, for code that picks the formulation inductor compiles
     better."""
     return _tracing
+
+
+def anchored(flag: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``flag`` (bool), tied inside a fused graph to ``index`` (an integer tensor it broadcasts
+    with, such as the env's bar index): ``flag & (index == index)``, which is ``flag`` exactly;
+    outside one, ``flag`` itself.
+
+    Inductor fuses two computations into one loop only when they read a common buffer. A flag
+    computed from the action alone (through constant tables) reads none that the rest of the
+    step reads, so it gets a loop of its own, which gathers the action's targets again and
+    stores the flag into the trigger matrix lane by lane: a sixth of the dual-ticker step at
+    65,536 envs (bench/env_throughput.py). Reading the bar index moves it into the step's
+    main loop."""
+    if not _tracing:
+        return flag
+    return flag & (index == index)
 
 
 class FusedFunction:

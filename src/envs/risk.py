@@ -185,6 +185,11 @@ class RiskRules:
         target, position_hit, gross_hit = apply_position_limits(
             target, self.limit("max_position"), self.limit("max_gross_exposure")
         )
+        # Both flags come from the action's targets alone: in a fused step they would get a loop
+        # of their own (envs.fused.anchored; imported here: importing this module imports no torch).
+        from envs.fused import anchored
+
+        position_hit, gross_hit = anchored(position_hit, step.t), anchored(gross_hit, step.t)
         target = target.new_zeros(target.shape).where(halted.unsqueeze(-1), target)
         held = account.shares * account.mark / account.equity.unsqueeze(-1)
         moving = target != account.target

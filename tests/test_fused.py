@@ -1,7 +1,7 @@
 """FusedFunction: traced once over fake tensors and compiled by inductor, it returns what its
 function returns eagerly; a Python branch on tensor data goes to torch.compile, never baked in.
-Each test compiles (inductor's start-up, about 10 s cold, then a few seconds), so the module is
-in the slow set, as the other compiling tests are."""
+Each test that compiles (inductor's start-up, about 10 s cold, then a few seconds) is in the
+slow set, as the other compiling tests are."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import torch.utils._pytree as pytree
 
 from envs.fused import FusedFunction, anchored, tracing
 
-pytestmark = pytest.mark.slow
-
 Pair = namedtuple("Pair", ["low", "high"])  # a container other than dict, tuple and list
 
 
@@ -24,6 +22,7 @@ def step(state: dict[str, torch.Tensor], x: torch.Tensor):
     return {"a": total, "b": state["b"] * 2.0}, (total.sum(), [x + 1.0, x > 1.0]), pair
 
 
+@pytest.mark.slow
 def test_a_fused_function_returns_what_the_function_returns_eagerly() -> None:
     fused = FusedFunction(step, "test step")
     state = {"a": torch.arange(4.0), "b": torch.linspace(0.1, 1.3, 12).reshape(4, 3)}
@@ -41,6 +40,7 @@ def add_twice(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return state["a"] + 2.0 * x
 
 
+@pytest.mark.slow
 def test_a_tensor_passed_twice_at_the_first_call_stays_two_inputs() -> None:
     fused = FusedFunction(add_twice, "test add")
     a = torch.arange(4.0)
@@ -50,6 +50,7 @@ def test_a_tensor_passed_twice_at_the_first_call_stays_two_inputs() -> None:
     assert fused.path == "fused"
 
 
+@pytest.mark.slow
 def test_tracing_is_true_while_the_function_is_traced_only() -> None:
     seen: list[bool] = []
 
@@ -69,6 +70,7 @@ def test_an_anchored_flag_is_the_flag_itself_outside_a_fused_graph() -> None:
     assert anchored(flag, index) is flag
 
 
+@pytest.mark.slow
 def test_an_anchored_flag_keeps_its_values_inside_a_fused_graph() -> None:
     def fn(state: dict[str, torch.Tensor], action: torch.Tensor):
         limited = (action.abs() > 0.5).any(-1)  # read from the action alone
@@ -86,6 +88,7 @@ def test_an_anchored_flag_keeps_its_values_inside_a_fused_graph() -> None:
     assert fused.path == "fused"
 
 
+@pytest.mark.slow
 def test_a_python_branch_on_tensor_data_is_compiled_by_torch_compile_not_baked_in() -> None:
     def fn(state: dict[str, torch.Tensor], x: torch.Tensor):
         if bool((x > 0).all()):  # data-dependent: a trace over real values would fix the branch

@@ -10,6 +10,7 @@ from datamodules.errors import ConfigError
 from modules.agents.config import (
     CollectorConfig,
     DQNLossConfig,
+    DQNOptimConfig,
     ExplorationConfig,
     PPOLossConfig,
     PPOOptimConfig,
@@ -74,11 +75,20 @@ def test_a_bad_value_is_rejected_even_when_another_key_wins() -> None:
         (lambda: ReplayConfig(size=10, batch_size=32), "model.replay.size"),
         (lambda: ExplorationConfig(schedule="cosine"), "model.exploration.schedule"),
         (lambda: ReplayCollectorConfig(iterations=1, learning_starts=-1), "learning_starts"),
+        (lambda: DQNOptimConfig(compile="yes"), "model.optim.compile"),
+        (lambda: DQNOptimConfig(compile=1), "model.optim.compile"),
+        (lambda: DQNOptimConfig(compile_min_updates=-1), "model.optim.compile_min_updates"),
     ],
 )
 def test_a_bad_value_names_its_key(build, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         build()
+
+
+def test_dqn_compile_is_auto_by_default_and_takes_true_and_false() -> None:
+    assert DQNOptimConfig().compile == "auto"
+    assert DQNOptimConfig(compile=True).compile is True
+    assert DQNOptimConfig(compile=False).compile is False
 
 
 def test_minibatch_size_auto_is_kept_for_the_agent_to_size() -> None:

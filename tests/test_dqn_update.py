@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers.agents import dqn, fit
+from helpers.agents import SMALL_NET, dqn, env_and_evaluation, fit
 from tensordict import TensorDict
 
-from modules.agents.dqn import _LOSS_KEYS
+from modules.agents.dqn import _LOSS_KEYS, DQNModule
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -155,3 +155,88 @@ def test_compile_with_dropout_is_a_config_error(agent_data) -> None:
 
     with pytest.raises(ConfigError, match=r"model\.network\.dropout=0"):
         dqn(agent_data, network={"dropout": 0.1}, optim={"compile": True})
+
+
+def test_auto_compiles_a_run_that_plans_enough_updates_and_logs_why(agent_data, caplog) -> None:
+    # 8 envs x 8 frames a batch, 2 iterations, 0.5 updates a frame: 64 planned updates.
+    with caplog.at_level("INFO", logger="modules.agents.dqn"):
+        long = dqn(
+            agent_data, iterations=2, optim={"updates_per_frame": 0.5, "compile_min_updates": 64}
+        )
+        short = dqn(
+            agent_data, iterations=2, optim={"updates_per_frame": 0.5, "compile_min_updates": 65}
+        )
+    assert long.planned_updates() == short.planned_updates() == 64
+    assert long.compile_update and not short.compile_update
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("DQN update:")]
+    assert logged == [
+        "DQN update: compiled (model.optim.compile=auto: 64 planned updates >= "
+        "model.optim.compile_min_updates=64)",
+        "DQN update: eager (model.optim.compile=auto: 64 planned updates < "
+        "model.optim.compile_min_updates=65)",
+    ]
+
+
+def test_auto_counts_the_frames_after_learning_starts(agent_data) -> None:
+    module = dqn(agent_data, iterations=4, learning_starts=64, optim={"updates_per_frame": 0.25})
+    assert module.planned_updates() == (4 * 64 - 64) // 4
+
+
+def test_auto_stays_eager_with_dropout_or_a_length_in_episodes(agent_data) -> None:
+    dropout = dqn(agent_data, network={"dropout": 0.1}, optim={"compile_min_updates": 0})
+    assert not dropout.compile_update
+    env, evaluation = env_and_evaluation(agent_data, 8, 0)
+    open_ended = DQNModule(
+        env,
+        evaluation,
+        network=SMALL_NET,
+        collector={"frames_per_env": 8, "episodes": 3},
+        optim={"compile_min_updates": 0},
+    )
+    assert open_ended.planned_updates() is None and not open_ended.compile_update
+
+
+def test_the_default_run_plans_too_few_updates_to_compile() -> None:
+    # conf/model/dqn.yaml with the envs' default batch: 64 envs x 16 frames an iteration.
+    from omegaconf import OmegaConf
+
+    from experiments.config.groups import CONF_DIR
+
+    model = OmegaConf.load(CONF_DIR / "model" / "dqn.yaml")
+    num_envs = OmegaConf.load(CONF_DIR / "env" / "single_ticker.yaml").num_envs
+    frames = num_envs * model.collector.frames_per_env
+    iterations = -(-model.collector.total_frames // frames)
+    planned = int(
+        (iterations * frames - model.collector.learning_starts) * model.optim.updates_per_frame
+    )
+    assert model.optim.compile == "auto"
+    assert planned == 4531 < model.optim.compile_min_updates
+
+
+def test_auto_steps_eagerly_under_another_precision_and_true_refuses_it(agent_data, caplog):
+    import pytorch_lightning as pl
+
+    from datamodules.errors import ConfigError
+
+    def bf16_trainer() -> pl.Trainer:
+        return pl.Trainer(
+            max_epochs=1,
+            precision="bf16-mixed",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            check_val_every_n_epoch=2,
+        )
+
+    auto = dqn(agent_data, optim={"compile_min_updates": 0})
+    assert auto.compile_update
+    with caplog.at_level("INFO", logger="modules.agents.dqn"):
+        bf16_trainer().fit(auto)
+    assert not auto.compile_update and auto._fused_grads is None and auto.updates > 0
+    assert "DQN update: eager (model.optim.compile=auto, trainer precision bf16-mixed)" in (
+        caplog.text
+    )
+    with pytest.raises(ConfigError, match=r"trainer precision is bf16-mixed"):
+        bf16_trainer().fit(dqn(agent_data, optim={"compile": True}))

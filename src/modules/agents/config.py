@@ -279,14 +279,18 @@ class DQNOptimConfig:
     collected frame (fractions allowed, carried over); ``max_grad_norm`` (null = off);
     ``lr_schedule``: constant | linear | cosine; ``weight_decay``; ``compile``: trace the TD
     loss and its backward into one inductor graph at the first update (CPU runs with a
-    dropout-free network and 32-bit precision; gradients equal eager's to about 1e-7)."""
+    dropout-free network and 32-bit precision; gradients equal eager's to about 1e-7): true,
+    false, or auto (the default): compiled where it can be and the run plans at least
+    ``compile_min_updates`` gradient updates per process, eager otherwise (a run whose length
+    is in episodes plans none); the choice is logged."""
 
     lr: float = 5e-4
     updates_per_frame: float = 0.03125
     max_grad_norm: float | None = 10.0
     lr_schedule: str = "constant"
     weight_decay: float = 0.0
-    compile: bool = False
+    compile: bool | str = "auto"
+    compile_min_updates: int = 40_000
 
     def __post_init__(self) -> None:
         if not float(self.lr) >= 0:
@@ -297,6 +301,11 @@ class DQNOptimConfig:
             raise ConfigError("model.optim.updates_per_frame must be > 0.")
         _choice("model.optim.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _at_least("model.optim.weight_decay", self.weight_decay, 0)
+        if not isinstance(self.compile, bool) and self.compile != "auto":
+            raise ConfigError(
+                f"model.optim.compile is {self.compile!r}; choose auto, true or false."
+            )
+        _at_least("model.optim.compile_min_updates", self.compile_min_updates, 0, " updates")
 
 
 @dataclass(frozen=True)

@@ -231,9 +231,21 @@ class DQNModule(AgentModule):
         self.learning_starts = int(learning_starts)
         self._update_debt = 0.0
         self.updates = 0
-        if optim.compile:
-            _check_compilable(self.qnet, torch.device(device))
+        self.compile_update, why = _compile_choice(
+            optim, self.qnet, torch.device(device), self.planned_updates()
+        )
+        log.info("DQN update: %s (%s)", "compiled" if self.compile_update else "eager", why)
         self._fused_grads: FusedFunction | None = None
+
+    def planned_updates(self) -> int | None:
+        """Gradient updates this process plans over the run: its frames after
+        ``learning_starts`` times ``model.optim.updates_per_frame``; None for a run whose
+        length is in episodes."""
+        if self.max_iterations is None:
+            return None
+        frames = self.max_iterations * self.frames_per_batch
+        after = max(frames - self.learning_starts / self.world_size, 0.0)
+        return int(after * float(self.optim_cfg.updates_per_frame))
 
     # ------------------------------------------------------------------ policies
     def collection_policy(self):
@@ -333,13 +345,6 @@ class DQNModule(AgentModule):
         fused = self._fused_grads
         first = fused is None
         if first:
-            precision = str(self.trainer.precision)
-            if precision not in ("32-true", "32"):
-                raise ConfigError(
-                    f"model.optim.compile=true computes the gradients without Lightning's "
-                    f"precision plugin; trainer precision is {precision}: use 32-true or set "
-                    "model.optim.compile=false."
-                )
             fused = self._fused_grads = FusedFunction(self._loss_and_grads, "DQN update")
             start = time.perf_counter()
         grads, priority, loss = fused(rows, *online, *target)
@@ -349,6 +354,22 @@ class DQNModule(AgentModule):
         for param, grad in zip(self.qnet.parameters(), grads, strict=True):
             param.grad = grad
         return loss, priority
+
+    def _check_precision(self) -> None:
+        """The compiled update computes the gradients without Lightning's precision plugin:
+        under another trainer precision than 32-true, ``model.optim.compile=true`` is a config
+        error and ``auto`` steps eagerly (logged)."""
+        precision = str(self.trainer.precision)
+        if precision in ("32-true", "32"):
+            return
+        if self.optim_cfg.compile is True:
+            raise ConfigError(
+                f"model.optim.compile=true computes the gradients without Lightning's "
+                f"precision plugin; trainer precision is {precision}: use 32-true or set "
+                "model.optim.compile=false."
+            )
+        self.compile_update = False
+        log.info("DQN update: eager (model.optim.compile=auto, trainer precision %s)", precision)
 
     def _sample(self, stored: Mapping[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
         """(a replayed batch by flat key, its storage indices): what the replay buffer's
@@ -408,6 +429,8 @@ class DQNModule(AgentModule):
         self.replay.extend(batch.select(*keep).reshape(-1))
         stats: dict[str, torch.Tensor] = {}
         updates = 0
+        if self.compile_update and self._fused_grads is None:
+            self._check_precision()
         if self.frames >= self.learning_starts:
             self._update_debt += batch.numel() * self.optim_cfg.updates_per_frame
             updates = int(self._update_debt)
@@ -421,7 +444,7 @@ class DQNModule(AgentModule):
             stored = {key: stored.get(key) for key in stored.keys()}  # noqa: SIM118 (a TensorDict)
         for _ in range(updates):
             rows, index = self._sample(stored)
-            if self.optim_cfg.compile:
+            if self.compile_update:
                 loss, priority = self._fused_update(rows, online, target)
             else:
                 loss, priority = self.td_loss(rows, target_net)
@@ -486,19 +509,40 @@ class DQNModule(AgentModule):
             self.target_updater.counter = int(state["hard_update_counter"])
 
 
-def _check_compilable(qnet: torch.nn.Module, device: torch.device) -> None:
-    """Raise the config error that ``model.optim.compile=true`` gets where one traced graph
-    cannot replace the eager update: off a CPU, or with dropout (random draws)."""
+def _compile_choice(
+    optim: DQNOptimConfig, qnet: torch.nn.Module, device: torch.device, planned: int | None
+) -> tuple[bool, str]:
+    """Whether the update is compiled for ``model.optim.compile`` (true, false or auto), and
+    why, in words for the log. One traced graph cannot replace the eager update off a CPU or
+    with dropout (random draws): a config error for true, eager for auto."""
+    choice = optim.compile
+    if choice is False:
+        return False, "model.optim.compile=false"
+    dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in qnet.modules())
+    if choice is True:
+        if device.type != "cpu":
+            raise ConfigError(
+                f"model.optim.compile=true is for CPU runs; this env runs on {device}: set "
+                "model.optim.compile=false."
+            )
+        if dropout:
+            raise ConfigError(
+                "model.optim.compile=true traces the update once and cannot take dropout's "
+                "random draws: set model.network.dropout=0 or model.optim.compile=false."
+            )
+        return True, "model.optim.compile=true"
+    least = int(optim.compile_min_updates)
     if device.type != "cpu":
-        raise ConfigError(
-            f"model.optim.compile=true is for CPU runs; this env runs on {device}: set "
-            "model.optim.compile=false."
-        )
-    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in qnet.modules()):
-        raise ConfigError(
-            "model.optim.compile=true traces the update once and cannot take dropout's random "
-            "draws: set model.network.dropout=0 or model.optim.compile=false."
-        )
+        return False, f"model.optim.compile=auto: the env runs on {device}, not a CPU"
+    if dropout:
+        return False, "model.optim.compile=auto: the network has dropout"
+    if planned is None:
+        return False, "model.optim.compile=auto: the run's length is in episodes"
+    sign = ">=" if planned >= least else "<"
+    return planned >= least, (
+        f"model.optim.compile=auto: {planned:,} planned updates {sign} "
+        f"model.optim.compile_min_updates={least:,}"
+    )
 
 
 def _fused_if_supported(net: torch.nn.Module) -> dict[str, bool]:

@@ -390,7 +390,8 @@ def dqn_overrides(num_envs: int, sb3_like: bool) -> list[str]:
         f"model.replay.batch_size={OUR_DQN_BATCH}",
         f"model.replay.size={REPLAY_SIZE}",
         f"model.optim.updates_per_frame={OUR_DQN_UPDATES_PER_FRAME}",
-        # The learning step as one graph (compiled in the warm-up, 2-5 s; off by default).
+        # The learning step as one graph (compiled in the warm-up, 2-5 s); the default, auto,
+        # would keep a run this short eager (model.optim.compile_min_updates).
         "model.optim.compile=true",
     ]
     if sb3_like:

@@ -187,7 +187,11 @@ def test_the_compiled_lean_path_matches_the_eager_generic_path_and_logs_its_comp
     # compiles at the first step, before any env has finished.
     logged = dict(re.findall(r"env: (reset|step|restart) compiled in ([0-9.]+) s", caplog.text))
     assert set(logged) == {"reset", "step", "restart"}
-    assert compiled.compile_seconds == pytest.approx(sum(map(float, logged.values())), abs=0.1)
+    # Each logged time is rounded to 0.1 s, so their sum is within 0.05 s of the total per compile.
+    rounding = 0.05 * len(logged) + 1e-9
+    assert compiled.compile_seconds == pytest.approx(
+        sum(map(float, logged.values())), abs=rounding
+    )
     assert f"compiling has taken {compiled.compile_seconds:.1f} s in all" in caplog.text
 
 

@@ -14,12 +14,17 @@ from helpers.markets import synthetic_data
 from torchrl.envs import EnvBase
 
 from datamodules.errors import ConfigError
-from envs.trading import COMPILE_MIN_ENVS, TradingEnv, compile_choice
+from envs.trading import COMPILE_MIN_ENVS, TradingEnv, compile_choice, vectorize_choice
 
 
 @pytest.fixture(scope="module")
 def pair():
     return synthetic_data(["AAA", "BBB"], sessions=30)
+
+
+@pytest.fixture(scope="module")
+def one():
+    return synthetic_data(["AAA"], sessions=30)
 
 
 def twins(pair, num_envs: int = 16, **sections) -> tuple[TradingEnv, TradingEnv]:
@@ -127,6 +132,26 @@ def test_compile_auto_compiles_from_compile_min_envs_on_a_cpu_and_always_on_a_gp
     assert compiled and why == "env.compile=auto: 4096 envs >= env.compile_min_envs=512"
 
 
+def test_compile_vectorize_auto_is_vector_code_for_several_assets_and_scalar_code_for_one() -> None:
+    assert vectorize_choice("auto", 2) == (True, "env.compile_vectorize=auto: 2 assets")
+    assert vectorize_choice("auto", 8)[0] is True
+    assert vectorize_choice("auto", 1) == (False, "env.compile_vectorize=auto: one asset")
+    assert vectorize_choice(True, 1) == (True, "env.compile_vectorize=true")
+    assert vectorize_choice(False, 8) == (False, "env.compile_vectorize=false")
+
+
+def test_the_default_config_vectorises_the_compiled_step_of_several_assets_only(pair, one) -> None:
+    cfg = env_cfg("single_ticker")
+    assert cfg["compile_vectorize"] == "auto"
+    single = make_env(one.market, one.split.train, {**cfg, "tickers": ["AAA"]}, num_envs=512)
+    double = make_env(pair.market, pair.split.train, env_cfg("dual_ticker"), num_envs=512)
+    assert single.compiled and not single.vectorized
+    assert single._compiled_step.options == {"cpp.simdlen": 1}  # one SIMD lane: scalar code
+    assert double.compiled and double.vectorized and double._compiled_step.options == {}
+    # The same setting for the reset and the restart.
+    assert single._compiled_reset.options == single._compiled_restart.options == {"cpp.simdlen": 1}
+
+
 def test_the_default_config_compiles_large_batches_only_and_logs_the_choice(pair, caplog) -> None:
     cfg = env_cfg("dual_ticker")
     assert cfg["compile"] == "auto" and cfg["compile_min_envs"] == COMPILE_MIN_ENVS
@@ -156,6 +181,7 @@ def test_the_default_config_compiles_large_batches_only_and_logs_the_choice(pair
     [
         ({"compile": "sometimes"}, r"env\.compile"),
         ({"compile_min_envs": 0}, r"env\.compile_min_envs"),
+        ({"compile_vectorize": "sometimes"}, r"env\.compile_vectorize"),
     ],
 )
 def test_a_bad_compile_setting_is_a_config_error_naming_the_key(pair, section, match) -> None:
@@ -189,10 +215,49 @@ def test_the_compiled_lean_path_matches_the_eager_generic_path_and_logs_its_comp
     assert set(logged) == {"reset", "step", "restart"}
     # Each logged time is rounded to 0.1 s, so their sum is within 0.05 s of the total per compile.
     rounding = 0.05 * len(logged) + 1e-9
-    assert compiled.compile_seconds == pytest.approx(
-        sum(map(float, logged.values())), abs=rounding
-    )
+    assert compiled.compile_seconds == pytest.approx(sum(map(float, logged.values())), abs=rounding)
     assert f"compiling has taken {compiled.compile_seconds:.1f} s in all" in caplog.text
+    assert "fused, vector code: env.compile_vectorize=auto: 2 assets)" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_one_asset_env_compiles_scalar_code_that_matches_the_eager_generic_path(
+    one, caplog
+) -> None:
+    cfg = env_cfg(
+        "single_ticker",
+        tickers=["AAA"],
+        risk=ENDING_RULES,
+        episode={"length": 20},
+        dtype="float64",
+        compile=True,
+    )
+    with caplog.at_level(logging.INFO, logger="envs.trading"):
+        compiled = make_env(one.market, one.split.train, cfg, num_envs=8, seed=3)
+        eager = make_env(one.market, one.split.train, {**cfg, "compile": False}, num_envs=8, seed=3)
+        vector = make_env(
+            one.market, one.split.train, {**cfg, "compile_vectorize": True}, num_envs=8, seed=3
+        )
+        gen = torch.Generator().manual_seed(0)
+        a, b, c = compiled.reset(), eager.reset(), vector.reset()
+        resets = 0
+        for _ in range(60):
+            action = torch.randint(0, 3, (8,), generator=gen)
+            a["action"], b["action"], c["action"] = action.clone(), action.clone(), action.clone()
+            out_a, a = compiled.step_and_maybe_reset(a)
+            out_b, b = EnvBase.step_and_maybe_reset(eager, b)
+            out_c, c = vector.step_and_maybe_reset(c)
+            for x, y, z in ((out_a, out_b, out_c), (a, b, c)):
+                for key in y.keys(True, True):
+                    torch.testing.assert_close(x[key], y[key], rtol=1e-12, atol=1e-9)
+                    # Scalar code gives vector code's numbers to the bit (one asset: no sum
+                    # over assets that the two could round differently).
+                    assert torch.equal(x[key], z[key]), key
+            resets += int(out_b["next", "done"].any())
+    assert resets > 5
+    assert vector.vectorized and "at::vec" in vector._compiled_step._compiled.source_code
+    assert "at::vec" not in compiled._compiled_step._compiled.source_code
+    assert "fused, scalar code: env.compile_vectorize=auto: one asset)" in caplog.text
 
 
 @pytest.mark.slow

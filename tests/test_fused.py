@@ -101,3 +101,23 @@ def test_a_python_branch_on_tensor_data_is_compiled_by_torch_compile_not_baked_i
     assert torch.equal(fused({"a": zeros}, -torch.ones(3))["a"], torch.ones(3))  # 0 - (-1)
     assert fused.path == "torch.compile"
     assert fused.reason
+
+
+def gather_and_scale(state: dict[str, torch.Tensor], index: torch.Tensor):
+    return {"a": state["a"][index] * 2.0 + 1.0}
+
+
+@pytest.mark.slow
+def test_a_fused_function_compiles_under_its_inductor_options_only() -> None:
+    from torch._inductor import config
+
+    default_simdlen = config.cpp.simdlen
+    state, index = {"a": torch.arange(64.0)}, torch.arange(64).flip(0)
+    scalar = FusedFunction(gather_and_scale, "test scalar", {"cpp.simdlen": 1})
+    vector = FusedFunction(gather_and_scale, "test vector")
+    for fused in (scalar, vector):
+        assert torch.equal(fused(state, index)["a"], gather_and_scale(state, index)["a"])
+        assert config.cpp.simdlen == default_simdlen  # restored after the compile
+    # One lane: the kernel is scalar C++; by default inductor writes SIMD vector code.
+    assert "at::vec" not in scalar._compiled.source_code
+    assert "at::vec" in vector._compiled.source_code

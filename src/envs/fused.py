@@ -61,11 +61,18 @@ class FusedFunction:
 
     :attr:`path` says how it was compiled once it has been: ``"fused"`` (traced and compiled by
     inductor) or ``"torch.compile"`` (the trace failed; ``reason`` says why).
+
+    ``options``: inductor config values to compile under, by dotted name (for example
+    ``{"cpp.simdlen": 1}``: scalar C++ code, no SIMD vectors), as ``torch.compile``'s
+    ``options`` takes them; None = inductor's defaults.
     """
 
-    def __init__(self, fn: Callable[..., Any], what: str) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], what: str, options: dict[str, Any] | None = None
+    ) -> None:
         self.fn = fn
         self.what = what
+        self.options = dict(options or {})
         self.path: str | None = None
         self.reason: str | None = None
         self._keys: tuple[str, ...] = ()
@@ -84,7 +91,16 @@ class FusedFunction:
         return self._build(mapping, args)
 
     def _build(self, mapping: dict[str, torch.Tensor], args: tuple[torch.Tensor, ...]) -> Any:
-        """The first call: trace, compile, run (or hand over to torch.compile)."""
+        """The first call: trace, compile, run (or hand over to torch.compile), under
+        :attr:`options`."""
+        from torch._inductor import config
+
+        with config.patch(self.options):
+            return self._trace_and_compile(mapping, args)
+
+    def _trace_and_compile(
+        self, mapping: dict[str, torch.Tensor], args: tuple[torch.Tensor, ...]
+    ) -> Any:
         from torch._inductor.compile_fx import compile_fx_inner
         from torch._inductor.decomposition import select_decomp_table
         from torch.fx.experimental.proxy_tensor import make_fx
@@ -124,7 +140,7 @@ class FusedFunction:
                 self.what,
                 self.reason,
             )
-            self._dynamo = torch.compile(self.fn, dynamic=None)
+            self._dynamo = torch.compile(self.fn, dynamic=None, options=self.options or None)
             return self._dynamo(mapping, *args)
         finally:
             _tracing = False

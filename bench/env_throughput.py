@@ -42,9 +42,17 @@ compiled* = steps/s over the compiled minimal env at the same device and batch s
 issue's targets are checked under the table: the default dual_ticker path at 4096 and 65536
 envs at least 50% of the minimal compiled env, and at 4096 envs at least 35x gym-anytrading.
 
+The table's rows are timed one after another, minutes apart, and on a shared 2-core machine
+the speed of every row moves by 20-35% between runs, so a ratio of two rows says little. For
+the two targets against the minimal env the run then times both sides again in ``--rounds``
+paired rounds (default 5): two adjacent windows of ``--seconds``/2, ours and the compiled
+minimal env, in alternating order. The target is judged on the median of the rounds' ratios;
+their range and the table's own ratio are printed beside it (and in the JSON,
+``meta.paired_rounds``).
+
 Run (from the repository root, in the venv with the ``bench`` extra installed)::
 
-    python bench/env_throughput.py                       # full run, ~4 minutes on 2 cores
+    python bench/env_throughput.py                       # full run, ~5 minutes on 2 cores
     python bench/env_throughput.py --quick               # smoke run: num_envs 1 and 4096
     python bench/env_throughput.py --quick --envs 1 --compile-min-envs 2 --seconds 0.2  # ~20 s
     python bench/env_throughput.py --envs 1,64 --seconds 1 --json /tmp/env_bench.json
@@ -71,6 +79,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -254,6 +263,30 @@ def env_configs() -> dict[str, DictConfig]:
 
 
 # --------------------------------------------------------------------------- ours
+def our_stepper(
+    market: Market,
+    span: tuple[int, int],
+    cfg: DictConfig,
+    num_envs: int,
+    device: str,
+    setting: bool | str,
+) -> tuple[object, torch.Tensor, Callable[[int], None]]:
+    """Our env built from ``cfg`` with env.compile=``setting``, its bank of random actions, and
+    ``step(i)``: one ``step_and_maybe_reset`` with the bank's action ``i``."""
+    torch._dynamo.reset()  # each env instance compiles its own graph
+    factory = EnvFactory(instantiate(OmegaConf.merge(cfg, {"compile": setting})), market)
+    env = factory(span, num_envs=num_envs, device=device)
+    bank = torch.stack([env.action_spec.rand() for _ in range(ACTION_BANK)])
+    state = {"td": env.reset()}
+
+    def step(i: int) -> None:
+        td = state["td"]
+        td["action"] = bank[i % ACTION_BANK]
+        _, state["td"] = env.step_and_maybe_reset(td)
+
+    return env, bank, step
+
+
 def bench_ours(
     name: str,
     market: Market,
@@ -270,20 +303,8 @@ def bench_ours(
     compiled, _ = compile_choice(setting, num_envs, device, int(cfg.get("compile_min_envs", 512)))
     variant = "compiled" if compiled else "eager"
     try:
-        if compiled:
-            torch._dynamo.reset()  # each env instance compiles its own graph, cold
-        factory = EnvFactory(instantiate(OmegaConf.merge(cfg, {"compile": setting})), market)
-        env = factory(span, num_envs=num_envs, device=device)
+        env, bank, step = our_stepper(market, span, cfg, num_envs, device, setting)
         assert env.compiled == compiled
-        bank = torch.stack([env.action_spec.rand() for _ in range(ACTION_BANK)])
-        td = env.reset()
-        state = {"td": td}
-
-        def step(i: int) -> None:
-            td = state["td"]
-            td["action"] = bank[i % ACTION_BANK]
-            _, state["td"] = env.step_and_maybe_reset(td)
-
         n_warm = 3 if compiled else 1
         warm(step, device, n_warm)
         steps = timed(step, device, seconds)
@@ -339,25 +360,31 @@ def make_minimal(returns: torch.Tensor, window: int, cost: float):
     return step, reset
 
 
+def minimal_stepper(
+    returns: torch.Tensor, num_envs: int, device: str, compiled: bool
+) -> Callable[[int], None]:
+    """``step(i)``: one step of the minimal env (``torch.compile``-d if ``compiled``) over
+    ``num_envs`` envs with the ``i``-th of a bank of random actions."""
+    step_fn, reset = make_minimal(returns.to(device), MIN_WINDOW, MINIMAL_COST)
+    if compiled:
+        torch._dynamo.reset()
+        step_fn = torch.compile(step_fn, dynamic=False)
+    bank = torch.randint(0, 3, (ACTION_BANK, num_envs), device=device)
+    pos, t = reset(num_envs)
+    state = {"pos": pos, "t": t}
+
+    def step(i: int) -> None:
+        state["pos"], state["t"], _, _, _ = step_fn(state["pos"], state["t"], bank[i % ACTION_BANK])
+
+    return step
+
+
 def bench_minimal(
     returns: torch.Tensor, num_envs: int, device: str, compiled: bool, seconds: float
 ) -> dict:
     variant = "compiled" if compiled else "eager"
     try:
-        r = returns.to(device)
-        step_fn, reset = make_minimal(r, MIN_WINDOW, MINIMAL_COST)
-        if compiled:
-            torch._dynamo.reset()
-            step_fn = torch.compile(step_fn, dynamic=False)
-        bank = torch.randint(0, 3, (ACTION_BANK, num_envs), device=device)
-        pos, t = reset(num_envs)
-        state = {"pos": pos, "t": t}
-
-        def step(i: int) -> None:
-            state["pos"], state["t"], _, _, _ = step_fn(
-                state["pos"], state["t"], bank[i % ACTION_BANK]
-            )
-
+        step = minimal_stepper(returns, num_envs, device, compiled)
         n_warm = 3 if compiled else 1
         warm_s = warm(step, device, n_warm)
         steps = timed(step, device, seconds)
@@ -507,8 +534,60 @@ TARGETS = (
 )
 
 
-def check_targets(rows: list[dict]) -> list[dict]:
-    """Each target against the default dual_ticker row at its num_envs (None: not measured)."""
+def paired_rounds(
+    ours: Callable[[int], None],
+    minimal: Callable[[int], None],
+    num_envs: int,
+    seconds: float,
+    rounds: int,
+) -> dict:
+    """Our default dual_ticker step against the compiled minimal env in ``rounds`` pairs of
+    adjacent timing windows (``seconds`` each; ours first in even rounds, the minimal env first
+    in odd ones): each round's ratio is ours' best-chunk rate over the minimal env's in the
+    same round, so a change in the machine's speed between the table's rows, which come
+    minutes apart, moves both sides of a ratio alike. Returns every ratio, their median and
+    range."""
+    ratios = []
+    for r in range(rounds):
+        first, second = (ours, minimal) if r % 2 == 0 else (minimal, ours)
+        a, b = timed(first, "cpu", seconds), timed(second, "cpu", seconds)
+        mine, theirs = (a, b) if r % 2 == 0 else (b, a)
+        ratios.append(mine.best / theirs.best)
+        log(f"paired round {r + 1}/{rounds}, {num_envs} envs: {ratios[-1]:.3f}")
+    return {
+        "num_envs": num_envs,
+        "seconds": seconds,
+        "ratios": ratios,
+        "median": statistics.median(ratios),
+        "low": min(ratios),
+        "high": max(ratios),
+    }
+
+
+def bench_paired(
+    market: Market,
+    span: tuple[int, int],
+    cfg: DictConfig,
+    returns: torch.Tensor,
+    num_envs: int,
+    seconds: float,
+    rounds: int,
+) -> dict:
+    """:func:`paired_rounds` of the default dual_ticker env and the compiled minimal env at
+    ``num_envs`` envs on the CPU, both built afresh and warmed up (the compiles come from the
+    run's inductor cache: the table's rows compiled the same graphs)."""
+    _, _, ours = our_stepper(market, span, cfg, num_envs, "cpu", "auto")
+    warm(ours, "cpu", 3)
+    minimal = minimal_stepper(returns, num_envs, "cpu", True)  # on a CPU ours uses no dynamo
+    warm(minimal, "cpu", 3)
+    return paired_rounds(ours, minimal, num_envs, seconds, rounds)
+
+
+def check_targets(rows: list[dict], paired: list[dict] = ()) -> list[dict]:
+    """Each target against the default dual_ticker row at its num_envs (None: not measured).
+    A ratio to the compiled minimal env is the median of the paired rounds at that size where
+    they ran (``window``: the table row's own ratio, from windows minutes apart)."""
+    rounds = {p["num_envs"]: p for p in paired}
     out = []
     for n, measure, least in TARGETS:
         r = next(
@@ -522,13 +601,18 @@ def check_targets(rows: list[dict]) -> list[dict]:
             ),
             None,
         )
-        value = None if r is None else r.get(measure)
+        value = window = None if r is None else r.get(measure)
+        pair = rounds.get(n) if measure == "vs_minimal_compiled" else None
+        if pair is not None:
+            value = pair["median"]
         out.append(
             {
                 "num_envs": n,
                 "measure": measure,
                 "target": least,
                 "value": value,
+                "window": window,
+                "paired": pair,
                 "met": None if value is None else bool(value >= least),
             }
         )
@@ -593,7 +677,15 @@ def print_table(rows: list[dict], meta: dict, notes: list[str]) -> None:
             line += "not measured"
         else:
             verdict = "[green]met[/green]" if t["met"] else "[red]NOT met[/red]"
-            line += f"{t['value']:.2f} — {verdict}"
+            pair = t.get("paired")
+            how = ""
+            if pair is not None:
+                rounds = len(pair["ratios"])
+                how = f" (median of {rounds} paired rounds, range {pair['low']:.2f}-"
+                how += f"{pair['high']:.2f}; the table's windows: "
+                how += "-" if t["window"] is None else f"{t['window']:.2f}"
+                how += ")"
+            line += f"{t['value']:.2f}{how} — {verdict}"
         console.print(line, highlight=False)
     for i, note in enumerate(notes, 1):
         console.print(f"[dim]{i}. {note}[/dim]", highlight=False)
@@ -613,6 +705,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="compile variants only at num_envs >= this (compiles cost ~5-20 s each)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="paired rounds of the targets' ratios (default dual_ticker against the compiled "
+        "minimal env, alternating windows of --seconds/2 each; 0 = the table's ratios)",
     )
     p.add_argument(
         "--warm-compile-cache",
@@ -725,8 +824,17 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 done(bench_ours(name, market, span, cfg, n, device, other, args.seconds))
 
+    paired = []
+    if args.rounds > 0:
+        market, span, cfg = ours["dual_ticker"]
+        sizes = [n for n, measure, _ in TARGETS if measure == "vs_minimal_compiled"]
+        for n in [n for n in args.num_envs if n in sizes]:
+            paired.append(
+                bench_paired(market, span, cfg, returns, n, args.seconds / 2, args.rounds)
+            )
+    meta["paired_rounds"] = paired
     add_ratios(rows)
-    meta["targets"] = check_targets(rows)
+    meta["targets"] = check_targets(rows, paired)
     order = {"ours": 0, "minimal": 1, "anytrading": 2, "torchrl": 3}
     rows.sort(
         key=lambda r: (

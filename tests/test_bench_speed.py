@@ -77,3 +77,22 @@ def test_env_bench_marks_the_default_path_and_checks_the_targets(tmp_path: Path)
     targets = report["meta"]["targets"]
     assert [t["num_envs"] for t in targets] == [4096, 65536, 4096]
     assert all(t["value"] is None and t["met"] is None for t in targets)  # 4096 not measured
+
+
+def test_env_bench_judges_the_minimal_env_targets_on_the_median_of_its_paired_rounds() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import env_throughput as eb
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    ours = eb.row("ours dual_ticker", "cpu", 4096, "compiled", default=True, steps_per_s=1.0)
+    ours.update(vs_minimal_compiled=0.42, vs_anytrading=50.0)
+    paired = [{"num_envs": 4096, "ratios": [0.48, 0.52, 0.55], "median": 0.52}]
+    paired[0].update(low=0.48, high=0.55)
+    at_4096, at_65536, vs_gym = eb.check_targets([ours], paired)
+    assert at_4096["value"] == 0.52 and at_4096["window"] == 0.42 and at_4096["met"] is True
+    assert at_4096["paired"] is paired[0]
+    assert at_65536["value"] is None and at_65536["met"] is None  # not measured
+    assert vs_gym["value"] == 50.0 and vs_gym["paired"] is None  # a single row's ratio
+    # Without paired rounds the table's own ratio is judged.
+    assert eb.check_targets([ours])[0]["value"] == 0.42

@@ -133,7 +133,8 @@ class TradingEnv(EnvBase, metaclass=_TradingEnvMeta):
     ``compile_seconds``, the first compiled reset's and step's wall time, inductor's start-up
     included). ``compile_vectorize``: whether the compiled CPU kernels are SIMD vector code
     (:func:`vectorize_choice`; ``auto``: with several assets, not with one; logged with each
-    compile). It changes no number of a step beyond rounding, only its speed.
+    compile). It changes a step's speed, not its numbers: with one or two assets they are the
+    same to the bit, with more a sum over the assets may round differently.
     ``evaluation``: the evaluation env (float64 accounting, not compiled, one episode from the
     split's first bar to its end, whatever the config says).
 
